@@ -1,0 +1,1 @@
+"""babeltower.modalities."""
