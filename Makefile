@@ -1,0 +1,40 @@
+# babeltower: `make demo` runs the main job, `make test` runs the tests.
+# Both create the virtual environment (.venv) first when it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.babeltower-installed
+
+.PHONY: env demo test test-slow test-gpu bench clean-demo
+
+env: $(STAMP)
+
+# uv installs the pinned lock in ~20 s; plain pip is the fallback (~2 min).
+$(STAMP): pyproject.toml requirements/lock.txt requirements/test.txt
+	@if ! $(PYTHON) -m uv --version >/dev/null 2>&1; then $(PYTHON) -m pip install -q uv==0.13.9 || true; fi
+	@if $(PYTHON) -m uv --version >/dev/null 2>&1; then \
+		$(PYTHON) -m uv venv -q --allow-existing --python $(PYTHON) $(VENV) && \
+		$(PYTHON) -m uv pip install -q --python $(PY) -r requirements/lock.txt -r requirements/test.txt && \
+		$(PYTHON) -m uv pip install -q --python $(PY) --no-deps -e . ; \
+	else \
+		$(PYTHON) -m venv $(VENV) && \
+		$(PY) -m pip install -q -r requirements/lock.txt -r requirements/test.txt && \
+		$(PY) -m pip install -q --no-deps -e . ; \
+	fi
+	@touch $(STAMP)
+
+demo: env
+	$(PY) -m babeltower.cli demo contrastive --workdir runs/demo --overwrite
+
+test: env
+	$(PY) -m pytest -q
+
+test-slow: env
+	$(PY) -m pytest -q -m slow
+
+test-gpu: env
+	$(PY) -m pytest -q -m gpu
+
+bench: env
+	$(PY) benchmarks/bench_contrastive.py
+	$(PY) benchmarks/bench_data.py

@@ -1,0 +1,215 @@
+"""Hub checkpoints: save/load babeltower models as Hugging Face hub folders.
+
+Layout of an exported contrastive model (diffusers' ``model_index.json`` convention,
+one subfolder per component)::
+
+    OUT/
+      model_index.json        component -> (library, class); suite metadata
+      config.json             CLIPConfig (embed_dim, temperature bounds, both towers)
+      model.safetensors       the weights that belong to no tower (logit_scale)
+      vision_model/           config.json + model.safetensors (open_clip ViT keys)
+      text_encoder/           transformers AutoModel folder + projection + tokenizer
+      tokenizer/              the tokenizer alone (AutoTokenizer.from_pretrained)
+      README.md               model card with the evaluation table
+
+Loading is strict: a missing or unexpected weight, or a missing file, is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from babeltower import __version__
+
+MODEL_INDEX = "model_index.json"
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: a babeltower hub folder needs {what}")
+    return path
+
+
+def prepare_output_folder(folder: str | Path, overwrite: bool) -> Path:
+    """Creates ``folder``; refuses to write into a non-empty one unless ``overwrite``."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{folder} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def strict_load(module: torch.nn.Module, state: dict, where: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the file and the keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        raise RuntimeError(
+            f"{where} does not match the model: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, "
+            f"shape mismatches {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched[:10]]}"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def model_card(title: str, languages: list[str], eval_markdown: Optional[str], extra: str = "") -> str:
+    """A hub model card (YAML front matter + description + evaluation table)."""
+    front = ["---", "library_name: babeltower", "tags:", "- babeltower", "- multilingual", "- clip"]
+    if languages:
+        front += ["language:"] + [f"- {lang}" for lang in languages]
+    front.append("---")
+    body = [
+        f"# {title}",
+        "",
+        f"Exported by babeltower {__version__}. Load with `babeltower.models.hub.load_clip(path)`; "
+        "the `text_encoder/` subfolder loads with `transformers.AutoModel.from_pretrained`.",
+        "",
+        extra,
+        "## Evaluation",
+        "",
+        eval_markdown or "_No evaluation report was attached at export time._",
+        "",
+    ]
+    return "\n".join(front + body)
+
+
+def save_clip(
+    model,
+    folder: str | Path,
+    tokenizer=None,
+    eval_report: Optional[dict] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes a :class:`~babeltower.models.clip.CLIPModel` as a hub folder.
+
+    Args:
+        model: the CLIPModel.
+        folder: output folder (must be empty or absent unless ``overwrite``).
+        tokenizer: tokenizer saved with the text encoder; default: the one named in the config.
+        eval_report: dict from an evaluator (its ``markdown`` goes into the model card).
+        overwrite: replace a non-empty folder.
+    """
+    folder = prepare_output_folder(folder, overwrite)
+    config = model.config
+    model.text.save_pretrained(folder / "text_encoder", tokenizer=tokenizer)
+    from babeltower.modalities.text import load_tokenizer
+
+    load_tokenizer(folder / "text_encoder").save_pretrained(folder / "tokenizer")
+    (folder / "vision_model").mkdir()
+    (folder / "vision_model" / "config.json").write_text(json.dumps(asdict(config.vision), indent=2))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.vision.state_dict().items()},
+        folder / "vision_model" / "model.safetensors",
+    )
+    save_file({"logit_scale": model.logit_scale.detach().cpu().reshape(1)}, folder / "model.safetensors")
+    text_dict = asdict(config.text)
+    text_dict["pretrained"] = None
+    text_dict["tokenizer"] = None
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "embed_dim": config.embed_dim,
+                "init_logit_scale": config.init_logit_scale,
+                "max_logit_scale": config.max_logit_scale,
+                "vision": asdict(config.vision),
+                "text": text_dict,
+            },
+            indent=2,
+        )
+    )
+    backbone_class = type(model.text.backbone).__name__
+    (folder / MODEL_INDEX).write_text(
+        json.dumps(
+            {
+                "_class_name": "CLIPModel",
+                "_babeltower_version": __version__,
+                "task": "contrastive",
+                "vision_model": ["babeltower", "VisionTower"],
+                "text_encoder": ["transformers", backbone_class],
+                "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+            },
+            indent=2,
+        )
+    )
+    languages = sorted((eval_report or {}).get("languages", []))
+    (folder / "README.md").write_text(
+        model_card("babeltower multilingual CLIP", languages, (eval_report or {}).get("markdown"))
+    )
+    return folder
+
+
+def load_clip(folder: str | Path, map_location: str = "cpu"):
+    """Loads a CLIPModel written by :func:`save_clip`, strictly. Returns (model, tokenizer)."""
+    from babeltower.modalities.text import load_tokenizer
+    from babeltower.models.clip import CLIPConfig, CLIPModel
+    from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig
+    from babeltower.models.vision import VisionConfig
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; expected a babeltower hub folder (babeltower export ...)")
+    index = json.loads(_require(folder / MODEL_INDEX, "model_index.json").read_text())
+    if index.get("_class_name") != "CLIPModel":
+        raise ValueError(f"{folder / MODEL_INDEX} describes a {index.get('_class_name')!r}, not a CLIPModel")
+    raw = json.loads(_require(folder / "config.json", "config.json").read_text())
+    text_encoder = TextEncoder.from_pretrained(_require(folder / "text_encoder", "the text_encoder/ subfolder"))
+    config = CLIPConfig(
+        vision=VisionConfig(**raw["vision"]),
+        text=TextEncoderConfig(**{**raw["text"], "tokenizer": str(folder / "text_encoder")}),
+        embed_dim=raw["embed_dim"],
+        init_logit_scale=raw["init_logit_scale"],
+        max_logit_scale=raw["max_logit_scale"],
+    )
+    model = CLIPModel(config)
+    model.text = text_encoder  # replaces the random init with the strictly loaded encoder
+    vision_file = _require(folder / "vision_model" / "model.safetensors", "vision_model/model.safetensors")
+    strict_load(model.vision, load_file(vision_file, device=map_location), str(vision_file))
+    top = load_file(_require(folder / "model.safetensors", "model.safetensors (logit_scale)"))
+    if set(top) != {"logit_scale"}:
+        raise RuntimeError(f"{folder / 'model.safetensors'} must hold exactly 'logit_scale', found {sorted(top)}")
+    model.logit_scale.data.copy_(top["logit_scale"].reshape(()))
+    return model.eval(), load_tokenizer(folder / "text_encoder")
+
+
+def load_text_encoder_weights(text_encoder, path: str | Path) -> None:
+    """Initialises ``text_encoder`` in place from a hub folder or a text-encoder folder.
+
+    The backbone must match exactly (strict). The projection is copied when its shape
+    matches; otherwise (e.g. a distilled student projecting to a teacher's width) the
+    fresh projection is kept, since the head's embedding width differs by design.
+    """
+    from babeltower.models.text_encoder import TextEncoder
+
+    path = Path(path)
+    if (path / "text_encoder").is_dir():
+        path = path / "text_encoder"
+    source = TextEncoder.from_pretrained(path)
+    strict_load(text_encoder.backbone, source.backbone.state_dict(), str(path))
+    own_proj = getattr(text_encoder, "projection", None)
+    src_proj = getattr(source, "projection", None)
+    if own_proj is not None and src_proj is not None:
+        if all(a.shape == b.shape for a, b in zip(own_proj.state_dict().values(), src_proj.state_dict().values())):
+            own_proj.load_state_dict(src_proj.state_dict())
+
+
+def push_to_hub(folder: str | Path, repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
+    """Uploads an exported folder to the Hugging Face hub (needs network and a token).
+
+    Returns the URL of the commit.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="babeltower export")
+    return str(info)

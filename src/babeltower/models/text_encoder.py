@@ -1,0 +1,434 @@
+"""The shared multilingual text encoder every babeltower head uses.
+
+The backbone is a plain transformers encoder (XLM-R by default, or any encoder
+``model_type``), built tiny from a config or loaded from a pretrained checkpoint. On
+top sit pooling (mean over real tokens, or the ``<s>`` token) and an optional linear
+projection into a joint embedding space.
+
+Attention runs through :func:`babeltower.models.attention.attention`: this module
+registers ``babeltower_sdpa`` / ``babeltower_math`` / ``babeltower_xformers`` with
+transformers' ``AttentionInterface`` and selects one on the backbone, so the encoder
+follows the same ``attn_backend`` switch as the rest of the project while staying a
+stock transformers model (its saved folder loads with ``AutoModel.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from babeltower.models.attention import ATTENTION_BACKENDS, attention
+
+CONFIG_FILE = "babeltower_text_encoder.json"
+BACKBONE_CONFIG_FILE = "config.json"
+BACKBONE_WEIGHTS_FILE = "model.safetensors"
+PROJECTION_WEIGHTS_FILE = "text_projection.safetensors"
+POOLING_MODES: tuple[str, ...] = ("mean", "cls")
+
+
+@dataclass
+class TextEncoderConfig:
+    """Architecture of the shared text encoder."""
+
+    pretrained: Optional[str] = None
+    """HF model name or local folder (config.json + weights), e.g. an XLM-R checkpoint.
+    When set, the architecture fields below (model_type ... dropout) are ignored."""
+
+    model_type: str = "xlm-roberta"
+    """transformers encoder model_type for a from-scratch build, e.g. "xlm-roberta", "bert"."""
+
+    tokenizer: Optional[str] = None
+    """Tokenizer folder. None: the pretrained checkpoint's tokenizer when `pretrained` is
+    set, else babeltower's packaged default tokenizer. The vocabulary size is taken from it."""
+
+    hidden_size: int = 32
+    """Width of the hidden states."""
+
+    num_hidden_layers: int = 2
+    """Number of transformer layers."""
+
+    num_attention_heads: int = 2
+    """Attention heads per layer; must divide hidden_size."""
+
+    intermediate_size: int = 64
+    """Width of the feed-forward layer."""
+
+    max_position_embeddings: int = 130
+    """Position table size. XLM-R offsets positions by pad_id + 1 = 2, so 130 fits 128 tokens."""
+
+    dropout: float = 0.0
+    """Dropout on hidden states and attention probabilities (from-scratch builds)."""
+
+    pooling: str = "mean"
+    """How a sequence becomes one vector: "mean" over non-pad tokens, or "cls" (the <s> token)."""
+
+    projection_dim: Optional[int] = None
+    """Output width of a linear projection of the pooled vector; None: no projection,
+    the embedding is the pooled vector (width hidden_size)."""
+
+    attn_backend: str = "sdpa"
+    """Attention kernel: "sdpa" (torch SDPA), "math" (reference), "xformers" (CUDA only)."""
+
+    gradient_checkpointing: bool = False
+    """Recompute backbone activations in backward to save memory (training mode only)."""
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"TextEncoderConfig.pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.attn_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"TextEncoderConfig.attn_backend must be one of {ATTENTION_BACKENDS}, got {self.attn_backend!r}"
+            )
+        if self.projection_dim is not None and self.projection_dim <= 0:
+            raise ValueError(
+                f"TextEncoderConfig.projection_dim must be a positive int or None, got {self.projection_dim}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TextEncoderConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.pretrained is None:
+            for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                         "max_position_embeddings"):
+                if getattr(self, name) <= 0:
+                    raise ValueError(f"TextEncoderConfig.{name} must be positive, got {getattr(self, name)}")
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"TextEncoderConfig.num_attention_heads={self.num_attention_heads} must divide "
+                    f"hidden_size={self.hidden_size}; e.g. num_attention_heads="
+                    f"{_largest_divisor_at_most(self.hidden_size, self.num_attention_heads)}"
+                )
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+@dataclass
+class TextEncoderOutput:
+    """What :class:`TextEncoder` returns.
+
+    Attributes:
+        last_hidden_state: (B, T, H) token states, for heads that cross-attend to text.
+        pooled: (B, H) the pooled sequence vector.
+        embeds: (B, D) the sequence embedding: ``text_projection(pooled)``, or ``pooled``
+            when there is no projection (D = H).
+    """
+
+    last_hidden_state: torch.Tensor
+    pooled: torch.Tensor
+    embeds: torch.Tensor
+
+
+# --- attention routing -------------------------------------------------------------------
+
+
+def attn_implementation_name(backend: str) -> str:
+    """The transformers ``attn_implementation`` string that routes to ``backend``."""
+    return f"babeltower_{backend}"
+
+
+def _make_attention_forward(backend: str):
+    """Returns a transformers attention function that runs babeltower's ``attention`` with ``backend``."""
+
+    def babeltower_attention_forward(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        dropout: float = 0.0,
+        scaling: Optional[float] = None,
+        is_causal: Optional[bool] = None,
+        position_bias: Optional[torch.Tensor] = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None]:
+        # query: (B, nh, T, hs); key/value: (B, nkv, S, hs)
+        if kwargs.get("softcap") is not None:
+            raise ValueError(f"attn_backend={backend!r} does not support logit softcapping; use an 'eager' model")
+        groups = getattr(module, "num_key_value_groups", 1)
+        if groups > 1:  # grouped-query attention: share each key/value head across `groups` query heads
+            key = key.repeat_interleave(groups, dim=1)
+            value = value.repeat_interleave(groups, dim=1)
+        # transformers builds masks for us through the mask function registered below (sdpa's:
+        # bool, True = attend), but a caller may hand the model a ready 4D mask, which is
+        # float-additive in transformers' convention (0 / dtype.min). attention() takes both.
+        if position_bias is not None:  # T5-style relative bias: fold it into one additive mask
+            if attention_mask is None:
+                attention_mask = position_bias
+            elif attention_mask.dtype == torch.bool:
+                attention_mask = position_bias.masked_fill(~attention_mask, torch.finfo(position_bias.dtype).min)
+            else:
+                attention_mask = position_bias + attention_mask
+        is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+        # Only use the implicit causal mask when no explicit mask was built (transformers then
+        # already folded causality into the mask) and when there is more than one query.
+        is_causal = bool(is_causal and attention_mask is None and query.shape[2] > 1)
+        out = attention(
+            query, key, value, attention_mask,
+            is_causal=is_causal, dropout_p=dropout, scale=scaling, backend=backend,
+        )  # (B, nh, T, hs)
+        return out.transpose(1, 2).contiguous(), None  # (B, T, nh, hs), no attention weights
+
+    babeltower_attention_forward.__name__ = f"babeltower_{backend}_attention_forward"
+    return babeltower_attention_forward
+
+
+def register_attention_backends() -> None:
+    """Registers ``babeltower_<backend>`` attention (and mask) functions with transformers.
+
+    Idempotent; runs on import of this module. The mask function is transformers' own
+    ``sdpa_mask`` (a bool mask, True = attend): without a registered mask function,
+    transformers passes *no* mask to a custom attention function, silently attending to
+    padding.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    for backend in ATTENTION_BACKENDS:
+        name = attn_implementation_name(backend)
+        AttentionInterface.register(name, _make_attention_forward(backend))
+        AttentionMaskInterface.register(name, sdpa_mask)
+
+
+register_attention_backends()
+
+
+# --- the encoder -------------------------------------------------------------------------
+
+
+def _resolve_tokenizer(config: TextEncoderConfig):
+    from babeltower.modalities.text import default_tokenizer_path, load_tokenizer
+
+    if config.tokenizer is not None:
+        return load_tokenizer(config.tokenizer)
+    if config.pretrained is not None:
+        from transformers import AutoTokenizer
+
+        # A pretrained backbone's embedding rows only make sense with its own tokenizer.
+        return AutoTokenizer.from_pretrained(config.pretrained)
+    return load_tokenizer(default_tokenizer_path())
+
+
+def _pooling_layer_kwargs(model_class) -> dict:
+    # BERT-family models add a pooler (dense + tanh on <s>) by default; we pool ourselves,
+    # so drop it where the class allows, to avoid dead, unsaved-but-expected weights.
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        return {"add_pooling_layer": False}
+    return {}
+
+
+class TextEncoder(nn.Module):
+    """Multilingual text encoder: a transformers backbone, pooling and an optional projection.
+
+    Args:
+        config: the architecture; see :class:`TextEncoderConfig`.
+
+    Attributes:
+        backbone: the ``transformers.AutoModel`` encoder.
+        text_projection: ``nn.Linear(H, projection_dim, bias=False)``, or None.
+        embed_dim: width D of :attr:`TextEncoderOutput.embeds`.
+    """
+
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        self.config = config
+        tokenizer = _resolve_tokenizer(config)
+        self.pad_token_id = tokenizer.pad_token_id
+        attn_implementation = attn_implementation_name(config.attn_backend)
+
+        if config.pretrained is not None:
+            backbone_config = AutoConfig.from_pretrained(config.pretrained)
+            model_class = AutoModel._model_mapping[type(backbone_config)]
+            self.backbone = AutoModel.from_pretrained(
+                config.pretrained, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+            )
+        else:
+            backbone_config = AutoConfig.for_model(
+                config.model_type,
+                vocab_size=len(tokenizer),
+                hidden_size=config.hidden_size,
+                num_hidden_layers=config.num_hidden_layers,
+                num_attention_heads=config.num_attention_heads,
+                intermediate_size=config.intermediate_size,
+                max_position_embeddings=config.max_position_embeddings,
+                hidden_dropout_prob=config.dropout,
+                attention_probs_dropout_prob=config.dropout,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            # The fields above use BERT-family names; a model_type that spells them otherwise
+            # and lacks an attribute_map would silently build the wrong size.
+            for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
+                if getattr(backbone_config, name, None) != getattr(config, name):
+                    raise ValueError(
+                        f"TextEncoderConfig.model_type={config.model_type!r} does not take the field "
+                        f"{name!r} (its config has {name}={getattr(backbone_config, name, None)!r}); "
+                        "use a BERT-family encoder such as 'xlm-roberta', 'bert', 'roberta' or 'electra'"
+                    )
+            model_class = AutoModel._model_mapping[type(backbone_config)]
+            self.backbone = AutoModel.from_config(
+                backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+            )
+
+        hidden_size = self.backbone.config.hidden_size
+        embedding_rows = self.backbone.get_input_embeddings().num_embeddings
+        if len(tokenizer) > embedding_rows:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but the backbone embeds only {embedding_rows}: "
+                "TextEncoderConfig.tokenizer does not belong to TextEncoderConfig.pretrained"
+            )
+        self.text_projection = (
+            nn.Linear(hidden_size, config.projection_dim, bias=False) if config.projection_dim is not None else None
+        )
+        self.embed_dim = config.projection_dim if config.projection_dim is not None else hidden_size
+        if config.gradient_checkpointing:
+            # Non-reentrant checkpointing works when the inputs (token ids) need no grad.
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> TextEncoderOutput:
+        """Encodes a batch of token ids.
+
+        Args:
+            input_ids: (B, T) token ids from the encoder's tokenizer.
+            attention_mask: (B, T), 1 for real tokens and 0 for padding. None: every
+                token is real.
+
+        Returns:
+            :class:`TextEncoderOutput` with last_hidden_state (B, T, H), pooled (B, H)
+            and embeds (B, D).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        if self.config.pooling == "mean":
+            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+            # clamp: an all-padding row pools to zeros instead of NaN.
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, H)
+        else:
+            pooled = hidden[:, 0]  # (B, H): the <s> token
+        embeds = self.text_projection(pooled) if self.text_projection is not None else pooled  # (B, D)
+        return TextEncoderOutput(last_hidden_state=hidden, pooled=pooled, embeds=embeds)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], tokenizer, max_length: int = 128) -> torch.Tensor:
+        """Tokenizes and encodes strings in one call (inference convenience, no grad).
+
+        Args:
+            texts: the strings.
+            tokenizer: the encoder's tokenizer (see :func:`babeltower.modalities.text.load_tokenizer`).
+            max_length: longest token sequence kept, special tokens included.
+
+        Returns:
+            (B, D) embeddings on the encoder's device.
+        """
+        from babeltower.modalities.text import tokenize
+
+        batch = tokenize(tokenizer, texts, max_length)
+        device = next(self.parameters()).device
+        return self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).embeds
+
+    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
+        """Writes the encoder as a folder that both babeltower and plain transformers load.
+
+        Files: ``config.json`` + ``model.safetensors`` (the backbone, loadable with
+        ``transformers.AutoModel.from_pretrained(folder)``), ``babeltower_text_encoder.json``
+        (the :class:`TextEncoderConfig` fields, with ``pretrained`` and ``tokenizer`` null
+        since the folder itself now holds both), ``text_projection.safetensors`` when
+        there is a projection, and the tokenizer files.
+
+        Args:
+            folder: output folder, created if missing.
+            tokenizer: the tokenizer to store; None loads the one this encoder was built with.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(folder))
+        fields = dataclasses.asdict(self.config)
+        fields.update(pretrained=None, tokenizer=None)
+        (folder / CONFIG_FILE).write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
+        if self.text_projection is not None:
+            weights = {f"text_projection.{k}": v.detach().contiguous() for k, v in self.text_projection.state_dict().items()}
+            save_file(weights, str(folder / PROJECTION_WEIGHTS_FILE))
+        if tokenizer is None:
+            tokenizer = _resolve_tokenizer(self.config)
+        tokenizer.save_pretrained(str(folder))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, **overrides) -> "TextEncoder":
+        """Loads a folder written by :meth:`save_pretrained`, strictly.
+
+        Args:
+            folder: the folder.
+            **overrides: TextEncoderConfig fields to change that do not touch weights,
+                e.g. ``attn_backend="math"`` or ``gradient_checkpointing=True``.
+
+        Returns:
+            The encoder, in eval mode, with ``config.pretrained`` and ``config.tokenizer``
+            pointing at ``folder``.
+
+        Raises:
+            FileNotFoundError: a required file is missing (named in the message).
+            ValueError: ``babeltower_text_encoder.json`` has unknown fields, or an override
+                would change the weights' shapes.
+            RuntimeError: the weight files lack weights the model has, or hold weights it
+                does not have; the message lists the keys.
+        """
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in (CONFIG_FILE, BACKBONE_CONFIG_FILE, BACKBONE_WEIGHTS_FILE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(
+                    f"{str(folder)!r} is not a babeltower text encoder folder: {name} is missing "
+                    "(TextEncoder.save_pretrained writes it)"
+                )
+        fields = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(TextEncoderConfig)}
+        unknown = sorted(set(fields) - known) + sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"{folder / CONFIG_FILE}: unknown TextEncoderConfig fields {unknown}; known: {sorted(known)}")
+        weight_fields = {"pretrained", "tokenizer", "projection_dim", "model_type", "hidden_size",
+                         "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings"}
+        if set(overrides) & weight_fields:
+            raise ValueError(f"cannot override {sorted(set(overrides) & weight_fields)} when loading saved weights")
+        fields.update(overrides)
+        if fields.get("projection_dim") is not None and not (folder / PROJECTION_WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(
+                f"{str(folder)!r}: {PROJECTION_WEIGHTS_FILE} is missing but {CONFIG_FILE} sets "
+                f"projection_dim={fields['projection_dim']}"
+            )
+        # The backbone architecture comes from the folder's config.json (it may have been a
+        # pretrained checkpoint whose config the dataclass fields do not describe); the tokenizer
+        # files sit in the same folder.
+        fields.update(pretrained=str(folder), tokenizer=str(folder))
+        encoder = cls(TextEncoderConfig(**fields))
+
+        # transformers' from_pretrained only warns about missing/unexpected weights; reload
+        # every tensor ourselves with strict checks.
+        state = {f"backbone.{k}": v for k, v in load_file(str(folder / BACKBONE_WEIGHTS_FILE)).items()}
+        if encoder.text_projection is not None:
+            state.update(load_file(str(folder / PROJECTION_WEIGHTS_FILE)))
+        elif (folder / PROJECTION_WEIGHTS_FILE).is_file():
+            raise RuntimeError(
+                f"{folder / PROJECTION_WEIGHTS_FILE} exists but {CONFIG_FILE} has projection_dim=null; "
+                "set projection_dim to the projection's output width or delete the file"
+            )
+        expected = set(encoder.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"weights in {str(folder)!r} do not match the model: missing {missing}, unexpected {unexpected}"
+            )
+        encoder.load_state_dict(state, strict=True)
+        return encoder.eval()

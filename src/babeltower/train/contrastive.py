@@ -1,0 +1,174 @@
+"""Contrastive vision-text training system (CLIP / InfoNCE) for LightningCLI.
+
+Loss: symmetric InfoNCE over cosine similarities scaled by a learnable temperature
+(Radford et al. 2021). Under DDP/FSDP, features are all-gathered *with gradients*
+(``torch.distributed.nn.functional.all_gather``) and each rank computes the loss of
+its own rows against the global batch (open_clip's ``local_loss=True,
+gather_with_grad=True``), which is exact and memory-light.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from babeltower.models.clip import CLIPConfig, CLIPModel
+from babeltower.models.text_encoder import TextEncoderConfig
+from babeltower.models.vision import VisionConfig
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gathers (B, D) rows from every rank into (world*B, D), keeping gradients."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of local rows against the global (gathered) batch.
+
+    Args:
+        image_features: (B, D) L2-normalised local image features.
+        text_features: (B, D) L2-normalised local text features.
+        scale: () inverse temperature.
+    """
+    all_image = gather_with_grad(image_features)  # (W*B, D)
+    all_text = gather_with_grad(text_features)  # (W*B, D)
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    b = image_features.shape[0]
+    labels = torch.arange(b, device=image_features.device) + rank * b
+    logits_per_image = scale * image_features @ all_text.T  # (B, W*B)
+    logits_per_text = scale * text_features @ all_image.T  # (B, W*B)
+    return 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay for biases, norms, embeddings-scale scalars (CLIP practice)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "logit_scale" in name or "norm" in name.lower() or ".ln" in name or "position" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ContrastiveSystem(L.LightningModule):
+    """Trains :class:`~babeltower.models.clip.CLIPModel` on image-text batches.
+
+    Args:
+        vision: vision tower architecture.
+        text: shared text encoder (``pretrained`` to start from real weights).
+        embed_dim: joint embedding width.
+        init_from: hub folder or text-encoder folder to initialise the text encoder from
+            (e.g. a distilled multilingual student); None trains from scratch.
+        freeze_text: keep the text encoder's backbone frozen (LiT-style locked text).
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to biases, norms, logit_scale).
+        warmup_steps: linear warm-up steps before cosine decay.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        betas: AdamW betas (CLIP uses (0.9, 0.98)).
+    """
+
+    def __init__(
+        self,
+        vision: VisionConfig = VisionConfig(),
+        text: TextEncoderConfig = TextEncoderConfig(),
+        embed_dim: int = 32,
+        init_from: Optional[str] = None,
+        freeze_text: bool = False,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.1,
+        warmup_steps: int = 50,
+        min_lr_ratio: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.98),
+    ):
+        super().__init__()
+        vision = vision if isinstance(vision, VisionConfig) else VisionConfig(**vision)
+        text = text if isinstance(text, TextEncoderConfig) else TextEncoderConfig(**text)
+        # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "vision": asdict(vision),
+                "text": asdict(text),
+                "embed_dim": embed_dim,
+                "init_from": init_from,
+                "freeze_text": freeze_text,
+                "learning_rate": learning_rate,
+                "weight_decay": weight_decay,
+                "warmup_steps": warmup_steps,
+                "min_lr_ratio": min_lr_ratio,
+                "betas": list(betas),
+            }
+        )
+        self.model = CLIPModel(CLIPConfig(vision=vision, text=text, embed_dim=embed_dim))
+        if init_from:
+            from babeltower.models.hub import load_text_encoder_weights
+
+            load_text_encoder_weights(self.model.text, init_from)
+        if freeze_text:
+            self.model.text.backbone.requires_grad_(False)
+
+    def forward(self, pixel_values, input_ids, attention_mask):
+        return self.model(pixel_values, input_ids, attention_mask)
+
+    def _shared_step(self, batch):
+        image_features, text_features, scale = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        loss = clip_loss(image_features, text_features, scale)
+        with torch.no_grad():
+            sim = image_features @ text_features.T  # (B, B), local batch
+            target = torch.arange(sim.shape[0], device=sim.device)
+            i2t = (sim.argmax(dim=1) == target).float().mean()
+            t2i = (sim.argmax(dim=0) == target).float().mean()
+        return loss, scale, i2t, t2i
+
+    def training_step(self, batch, batch_idx):
+        loss, scale, i2t, t2i = self._shared_step(batch)
+        bs = batch["pixel_values"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/scale", scale, batch_size=bs)
+        self.log("train/i2t_acc", i2t, batch_size=bs)
+        self.log("train/t2i_acc", t2i, prog_bar=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, _, i2t, t2i = self._shared_step(batch)
+        bs = batch["pixel_values"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/i2t_acc", i2t, batch_size=bs, sync_dist=True)
+        self.log("val/t2i_acc", t2i, prog_bar=True, batch_size=bs, sync_dist=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas), eps=1e-6
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_with_warmup(step, hp.warmup_steps, total, hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def export_hub(self, folder, tokenizer=None, eval_report: Optional[dict] = None, overwrite: bool = False):
+        """Writes a hub folder (see :func:`babeltower.models.hub.save_clip`)."""
+        from babeltower.models.hub import save_clip
+
+        return save_clip(self.model, folder, tokenizer=tokenizer, eval_report=eval_report, overwrite=overwrite)
