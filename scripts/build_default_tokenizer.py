@@ -86,15 +86,15 @@ def scene_captions() -> list[str]:
     return [str(caption) for caption in scenes.caption_corpus()]
 
 
-def build_corpus() -> list[str]:
-    """Returns the training strings: CLDR strings (deduplicated, first-seen order) then scene captions."""
+def build_corpus() -> tuple[list[str], list[str]]:
+    """Returns the training strings: (CLDR strings, deduplicated in first-seen order; scene captions)."""
     seen: dict[str, None] = {}
     for locale_name in LOCALES:
         for text in cldr_strings(locale_name):
             text = text.strip()
             if text:
                 seen.setdefault(text, None)
-    return list(seen) + scene_captions()
+    return list(seen), scene_captions()
 
 
 def main() -> None:
@@ -106,9 +106,9 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    corpus = build_corpus()
+    cldr, captions = build_corpus()
     tokenizer = train_tokenizer(
-        corpus, vocab_size=args.vocab_size, min_frequency=args.min_frequency, model_max_length=args.model_max_length
+        cldr + captions, vocab_size=args.vocab_size, min_frequency=args.min_frequency, model_max_length=args.model_max_length
     )
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(args.out))
@@ -116,7 +116,7 @@ def main() -> None:
     size = sum(p.stat().st_size for p in files)
     digest = hashlib.sha256((args.out / "tokenizer.json").read_bytes()).hexdigest()[:16]
     print(
-        f"trained on {len(corpus)} strings from {len(LOCALES)} locales in {time.perf_counter() - start:.1f}s: "
+        f"trained on {len(cldr)} CLDR strings from {len(LOCALES)} locales + {len(captions)} scene captions in {time.perf_counter() - start:.1f}s: "
         f"vocab {len(tokenizer)}, {size / 1e6:.2f} MB in {args.out} ({', '.join(p.name for p in files)}), "
         f"tokenizer.json sha256 {digest}"
     )

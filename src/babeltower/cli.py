@@ -75,7 +75,10 @@ def load_clip_any(path: str | Path):
     if path.is_dir():
         return load_clip(path)
     system = load_system_from_checkpoint(path)
-    return system.model.eval(), load_tokenizer(system.model.text.tokenizer_path)
+    from babeltower.modalities.text import default_tokenizer_path
+
+    tokenizer = system.model.text.config.tokenizer or system.model.text.config.pretrained or default_tokenizer_path()
+    return system.model.eval(), load_tokenizer(tokenizer)
 
 
 # --------------------------------------------------------------------------- verbs

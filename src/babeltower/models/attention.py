@@ -41,12 +41,16 @@ def xformers_unavailable_reason(device_type: str) -> Optional[str]:
 
     The probe is a real 1x1x1x8 attention call, cached per device type.
     """
+    # Device first: on CPU xformers cannot help whether or not it is installed.
+    if device_type != "cuda":
+        return f"xformers kernels need CUDA tensors; these are on '{device_type}'. Use attn_backend: sdpa"
     try:
         import xformers.ops as xops  # noqa: F401
     except Exception as error:  # ImportError, or a broken build raising anything
-        return f"`import xformers.ops` failed ({error!r}); install the extra: pip install 'babeltower[xformers]'"
-    if device_type != "cuda":
-        return f"xformers kernels need CUDA tensors; these are on '{device_type}'. Use attn_backend: sdpa"
+        return (
+            f"`import xformers.ops` failed ({error!r}); install the extra: pip install 'babeltower[xformers]', "
+            "or use attn_backend: sdpa"
+        )
     if not torch.cuda.is_available():
         return "xformers needs a CUDA device and none is available. Use attn_backend: sdpa"
     try:
@@ -92,15 +96,19 @@ def _math_attention(q, k, v, mask, is_causal, dropout_p, scale):
     return torch.matmul(probs.to(v.dtype), v)  # (B, nh, T, hs)
 
 
+def _sdpa_attention(q, k, v, mask, is_causal, dropout_p, scale):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+
+
 def _xformers_attention(q, k, v, mask, is_causal, dropout_p, scale):
     import xformers.ops as xops
 
     # xformers wants (B, T, nh, hs)
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))
     bias = None
-    if is_causal and mask is not None:
-        raise ValueError("xformers backend: pass either a mask or is_causal=True, not both")
     if is_causal:
+        # attention() folds causality into `mask` when there is one or when T != S, so here
+        # T == S and top-left and bottom-right alignment agree.
         bias = xops.LowerTriangularMask()
     elif mask is not None:
         b, nh, t, s = q.shape[0], q.shape[2], q.shape[1], k.shape[1]
@@ -113,6 +121,28 @@ def _xformers_attention(q, k, v, mask, is_causal, dropout_p, scale):
         bias = full[..., :s]
     out = xops.memory_efficient_attention(q, k, v, attn_bias=bias, p=dropout_p, scale=scale)
     return out.transpose(1, 2)
+
+
+def _fold_causal(mask: Optional[torch.Tensor], t: int, s: int, device: torch.device) -> torch.Tensor:
+    """Combines a bottom-right-aligned (T, S) causal mask with ``mask`` (bool or additive)."""
+    causal = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+    if mask is None:
+        return causal
+    return (mask & causal) if mask.dtype == torch.bool else mask.masked_fill(~causal, float("-inf"))
+
+
+def _allow_empty_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (mask with fully-masked query rows opened up, those rows as a (..., T, 1) bool).
+
+    A query row with no allowed key gives NaN in SDPA's kernels; the math backend defines
+    its output as zeros. Opening the row and zeroing its output afterwards matches that
+    without a data-dependent branch (no host-device sync, no torch.compile graph break).
+    """
+    if mask.dtype == torch.bool:
+        empty_rows = ~mask.any(dim=-1, keepdim=True)
+        return mask | empty_rows, empty_rows
+    empty_rows = torch.isneginf(mask).all(dim=-1, keepdim=True)
+    return mask.masked_fill(empty_rows, 0.0), empty_rows
 
 
 def attention(
@@ -141,31 +171,24 @@ def attention(
     Returns:
         (B, nh, T, hs) attention output.
     """
-    if backend == "sdpa":
-        if is_causal and mask is not None:
-            # SDPA rejects both at once; fold the causal part into the mask.
-            t, s = q.shape[-2], k.shape[-2]
-            causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
-            mask = (mask & causal) if mask.dtype == torch.bool else mask.masked_fill(~causal, float("-inf"))
-            is_causal = False
-        if mask is not None and mask.dtype == torch.bool:
-            # Rows with no allowed key give NaN in SDPA's math kernel; make them attend
-            # to nothing (zeros), as the math backend does.
-            empty_rows = ~mask.any(dim=-1, keepdim=True)
-            if bool(empty_rows.any()):
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask | empty_rows, dropout_p=dropout_p, scale=scale
-                )
-                return out.masked_fill(empty_rows, 0.0)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
-        )
-    if backend == "math":
-        return _math_attention(q, k, v, mask, is_causal, dropout_p, scale)
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attn_backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
     if backend == "xformers":
         check_backend("xformers", q.device.type)
+    t, s = q.shape[-2], k.shape[-2]
+    if is_causal and (mask is not None or t != s) and backend != "math":
+        # SDPA rejects a mask together with is_causal, and SDPA / xformers align a T != S
+        # causal mask top-left; fold the bottom-right causal mask into an explicit mask.
+        mask, is_causal = _fold_causal(mask, t, s, q.device), False
+    if backend in ("sdpa", "xformers") and mask is not None:
+        mask, empty_rows = _allow_empty_rows(mask)
+        fn = _sdpa_attention if backend == "sdpa" else _xformers_attention
+        return fn(q, k, v, mask, is_causal, dropout_p, scale).masked_fill(empty_rows, 0.0)
+    if backend == "sdpa":
+        return _sdpa_attention(q, k, v, mask, is_causal, dropout_p, scale)
+    if backend == "xformers":
         return _xformers_attention(q, k, v, mask, is_causal, dropout_p, scale)
-    raise ValueError(f"attn_backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+    return _math_attention(q, k, v, mask, is_causal, dropout_p, scale)
 
 
 class MultiheadSelfAttention(nn.Module):

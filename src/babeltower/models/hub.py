@@ -7,7 +7,7 @@ one subfolder per component)::
       model_index.json        component -> (library, class); suite metadata
       config.json             CLIPConfig (embed_dim, temperature bounds, both towers)
       model.safetensors       the weights that belong to no tower (logit_scale)
-      vision_model/           config.json + model.safetensors (open_clip ViT keys)
+      vision_model/           config.json + model.safetensors (open_clip VisionTransformer keys)
       text_encoder/           transformers AutoModel folder + projection + tokenizer
       tokenizer/              the tokenizer alone (AutoTokenizer.from_pretrained)
       README.md               model card with the evaluation table
@@ -108,7 +108,8 @@ def save_clip(
     (folder / "vision_model").mkdir()
     (folder / "vision_model" / "config.json").write_text(json.dumps(asdict(config.vision), indent=2))
     save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.vision.state_dict().items()},
+        # open_clip's own VisionTransformer keys (no wrapper prefix), so open_clip loads the file too
+        {k: v.detach().cpu().contiguous() for k, v in model.vision.vit.state_dict().items()},
         folder / "vision_model" / "model.safetensors",
     )
     save_file({"logit_scale": model.logit_scale.detach().cpu().reshape(1)}, folder / "model.safetensors")
@@ -173,7 +174,7 @@ def load_clip(folder: str | Path, map_location: str = "cpu"):
     model = CLIPModel(config)
     model.text = text_encoder  # replaces the random init with the strictly loaded encoder
     vision_file = _require(folder / "vision_model" / "model.safetensors", "vision_model/model.safetensors")
-    strict_load(model.vision, load_file(vision_file, device=map_location), str(vision_file))
+    strict_load(model.vision.vit, load_file(vision_file, device=map_location), str(vision_file))
     top = load_file(_require(folder / "model.safetensors", "model.safetensors (logit_scale)"))
     if set(top) != {"logit_scale"}:
         raise RuntimeError(f"{folder / 'model.safetensors'} must hold exactly 'logit_scale', found {sorted(top)}")
@@ -195,8 +196,8 @@ def load_text_encoder_weights(text_encoder, path: str | Path) -> None:
         path = path / "text_encoder"
     source = TextEncoder.from_pretrained(path)
     strict_load(text_encoder.backbone, source.backbone.state_dict(), str(path))
-    own_proj = getattr(text_encoder, "projection", None)
-    src_proj = getattr(source, "projection", None)
+    own_proj = text_encoder.text_projection
+    src_proj = source.text_projection
     if own_proj is not None and src_proj is not None:
         if all(a.shape == b.shape for a, b in zip(own_proj.state_dict().values(), src_proj.state_dict().values())):
             own_proj.load_state_dict(src_proj.state_dict())

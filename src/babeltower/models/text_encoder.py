@@ -291,8 +291,10 @@ class TextEncoder(nn.Module):
         )
         self.embed_dim = config.projection_dim if config.projection_dim is not None else hidden_size
         if config.gradient_checkpointing:
-            # Non-reentrant checkpointing works when the inputs (token ids) need no grad.
-            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias) to
+            # activation_checkpointing_enable. Non-reentrant checkpointing is needed because the
+            # inputs (token ids) carry no grad.
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> TextEncoderOutput:
         """Encodes a batch of token ids.

@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny synthetic scene shards written once per test session."""
+
+import os
+
+import pytest
+import torch
+
+# Tests must not depend on the machine's thread count or on a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def scene_shards(tmp_path_factory):
+    """Small train/val scene shards at 32 px: {'train': dir, 'val': dir}."""
+    from babeltower.datasets.synthetic.scenes import write_scene_shards
+
+    root = tmp_path_factory.mktemp("scenes")
+    write_scene_shards(root, num_train=384, num_val=80, image_size=32, seed=0, samples_per_shard=96)
+    return {"train": str(root / "train"), "val": str(root / "val"), "root": root}
