@@ -57,15 +57,15 @@ def test_fit_through_cli_loss_falls_and_resume(scene_shards, tmp_path, monkeypat
     from babeltower.cli import lightning_cli
 
     monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[2])
-    cli = lightning_cli(_fit_args(scene_shards, tmp_path / "run", 60, ["--trainer.log_every_n_steps", "5"]))
+    cli = lightning_cli(_fit_args(scene_shards, tmp_path / "run", 120, ["--trainer.log_every_n_steps", "10"]))
     losses = _losses(tmp_path / "run")
     assert len(losses) >= 8
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < first - 0.3, losses
-    assert cli.trainer.global_step == 60
+    assert cli.trainer.global_step == 120
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
-    resumed = lightning_cli(_fit_args(scene_shards, tmp_path / "resumed", 70, ["--ckpt_path", str(ckpt)]))
-    assert resumed.trainer.global_step == 70
+    resumed = lightning_cli(_fit_args(scene_shards, tmp_path / "resumed", 130, ["--ckpt_path", str(ckpt)]))
+    assert resumed.trainer.global_step == 130
 
 
 def test_system_from_dicts_and_frozen_text():

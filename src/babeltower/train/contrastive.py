@@ -104,21 +104,11 @@ class ContrastiveSystem(L.LightningModule):
         super().__init__()
         vision = vision if isinstance(vision, VisionConfig) else VisionConfig(**vision)
         text = text if isinstance(text, TextEncoderConfig) else TextEncoderConfig(**text)
-        # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "vision": asdict(vision),
-                "text": asdict(text),
-                "embed_dim": embed_dim,
-                "init_from": init_from,
-                "freeze_text": freeze_text,
-                "learning_rate": learning_rate,
-                "weight_decay": weight_decay,
-                "warmup_steps": warmup_steps,
-                "min_lr_ratio": min_lr_ratio,
-                "betas": list(betas),
-            }
-        )
+        self.save_hyperparameters()
+        # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True)
+        # (LightningCLI's --ckpt_path parsing does); LightningCLI's own `_class_path` stays.
+        self.hparams["vision"], self.hparams["text"] = asdict(vision), asdict(text)
+        self.hparams["betas"] = list(betas)
         self.model = CLIPModel(CLIPConfig(vision=vision, text=text, embed_dim=embed_dim))
         if init_from:
             from babeltower.models.hub import load_text_encoder_weights

@@ -1,0 +1,789 @@
+"""Synthetic multilingual scenes: coloured shapes with hand-written captions.
+
+Each scene shows 1-3 identical objects (one shape, one colour, one size) in one region
+of a light background. Captions describe it in ten languages and seven scripts, with
+each language's own grammar: number words and plural forms, gender and case agreement
+of adjectives (fr *deux grands cercles rouges*, ru *два больших красных круга*), the
+Arabic dual, Japanese counters and Chinese measure words.
+
+The data is the suite's built-in demo and test set. A deterministic ~20% of the
+(colour, shape) combinations is held out of training and makes up the validation
+split, so retrieval on ``val`` measures compositional generalisation rather than
+memorisation.
+
+Example:
+    >>> spec = SceneSpec(shape="circle", colour="red", count=2, position="top", size="large", seed=7)
+    >>> caption(spec, "fr")
+    'deux grands cercles rouges en haut'
+    >>> render_scene(spec, 64).size
+    (64, 64)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+SHAPES: list[str] = ["circle", "square", "triangle", "star", "diamond", "heart"]
+COLOURS: list[str] = ["red", "green", "blue", "yellow", "purple", "orange"]
+COUNTS: list[int] = [1, 2, 3]
+POSITIONS: list[str] = ["left", "right", "top", "bottom", "center"]
+SIZES: list[str] = ["small", "large"]
+
+#: Attribute name -> values, as used by :func:`attribute_prompt` (counts as strings).
+ATTRIBUTES: dict[str, list[str]] = {
+    "colour": list(COLOURS),
+    "shape": list(SHAPES),
+    "count": [str(c) for c in COUNTS],
+    "position": list(POSITIONS),
+    "size": list(SIZES),
+}
+
+#: Caption languages (ISO 639-1). Scripts: Latin, Cyrillic, Arabic, Devanagari, Hangul,
+#: Han, Hiragana and Katakana.
+LANGUAGES: list[str] = ["en", "de", "fr", "es", "ru", "ar", "hi", "ko", "zh", "ja"]
+
+_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (215, 35, 35),
+    "green": (30, 150, 55),
+    "blue": (35, 75, 215),
+    "yellow": (235, 195, 0),
+    "purple": (135, 55, 180),
+    "orange": (245, 125, 15),
+}
+
+# Object diameter as a fraction of the image side.
+_DIAMETER: dict[str, float] = {"small": 0.14, "large": 0.24}
+
+# Region (x0, y0, x1, y1) in image fractions that every object of a scene lies inside.
+_REGIONS: dict[str, tuple[float, float, float, float]] = {
+    "left": (0.02, 0.12, 0.46, 0.88),
+    "right": (0.54, 0.12, 0.98, 0.88),
+    "top": (0.12, 0.02, 0.88, 0.46),
+    "bottom": (0.12, 0.54, 0.88, 0.98),
+    "center": (0.24, 0.24, 0.76, 0.76),
+}
+
+_SUPERSAMPLE = 4  # draw at 4x and downsample: cheap anti-aliasing for PIL polygons
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Everything that determines a scene; the image is a pure function of it.
+
+    Attributes:
+        shape: One of ``SHAPES``.
+        colour: One of ``COLOURS``.
+        count: Number of objects, 1-3.
+        position: Region of the image, one of ``POSITIONS``.
+        size: ``"small"`` or ``"large"``.
+        seed: Seed for the layout, background tint and colour shade.
+    """
+
+    shape: str
+    colour: str
+    count: int
+    position: str
+    size: str
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("shape", SHAPES), ("colour", COLOURS), ("position", POSITIONS), ("size", SIZES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SceneSpec.{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.count not in COUNTS:
+            raise ValueError(f"SceneSpec.count={self.count!r} is not one of {COUNTS}")
+
+    def attributes(self) -> dict[str, str | int]:
+        """The scene's attributes (without the seed), as stored in the shards' json."""
+        return {k: v for k, v in asdict(self).items() if k != "seed"}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _unit_polygons() -> dict[str, list[tuple[float, float]]]:
+    """Outlines of the non-circular shapes, centred at 0 and fitting the unit circle."""
+
+    def regular(n: int, radius: float, phase: float) -> list[tuple[float, float]]:
+        return [(radius * math.cos(phase + 2 * math.pi * i / n), radius * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+
+    star = []
+    for i in range(10):
+        radius = 1.0 if i % 2 == 0 else 0.42
+        angle = -math.pi / 2 + math.pi * i / 5
+        star.append((radius * math.cos(angle), radius * math.sin(angle)))
+    # The classic parametric heart, scaled to the unit circle; y grows downwards in PIL.
+    heart = []
+    for i in range(48):
+        t = 2 * math.pi * i / 48
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        heart.append((x / 17.0, -(y + 2.5) / 17.0))
+    # The triangle's centroid sits below its circumcentre's visual centre; shift it down.
+    triangle = [(x, y + 0.12) for x, y in regular(3, 1.0, -math.pi / 2)]
+    return {
+        "square": [(-0.82, -0.82), (0.82, -0.82), (0.82, 0.82), (-0.82, 0.82)],
+        "triangle": triangle,
+        "star": star,
+        "diamond": [(0.0, -1.0), (0.72, 0.0), (0.0, 1.0), (-0.72, 0.0)],
+        "heart": heart,
+    }
+
+
+_POLYGONS = _unit_polygons()
+
+
+def _layout(spec: SceneSpec, rng: random.Random) -> list[tuple[float, float]]:
+    """Object centres (image fractions) inside the spec's region, non-overlapping if possible."""
+    radius = _DIAMETER[spec.size] / 2
+    x0, y0, x1, y1 = _REGIONS[spec.position]
+    lo_x, hi_x = x0 + radius, max(x0 + radius, x1 - radius)
+    lo_y, hi_y = y0 + radius, max(y0 + radius, y1 - radius)
+    best: list[tuple[float, float]] = []
+    best_gap = -math.inf
+    # Rejection sampling: keep the layout whose closest pair is farthest apart, and stop
+    # at the first one without overlap (with a small margin between objects).
+    for _ in range(40):
+        centres = [(rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)) for _ in range(spec.count)]
+        gap = min(
+            (math.dist(a, b) - 2 * radius for i, a in enumerate(centres) for b in centres[i + 1 :]),
+            default=math.inf,
+        )
+        if gap > best_gap:
+            best, best_gap = centres, gap
+        if gap >= 0.02:
+            break
+    return best
+
+
+def render_scene(spec: SceneSpec, image_size: int = 64) -> Image.Image:
+    """Draws a scene.
+
+    Args:
+        spec: What to draw.
+        image_size: Output height and width in pixels.
+
+    Returns:
+        An RGB image of ``image_size`` x ``image_size`` pixels.
+    """
+    rng = random.Random(spec.seed)
+    canvas = image_size * _SUPERSAMPLE
+    # A light, slightly tinted background so that the colour of the scene is carried by
+    # the objects alone but the background is not a constant.
+    base = rng.randint(222, 246)
+    background = tuple(min(255, base + rng.randint(-8, 8)) for _ in range(3))
+    image = Image.new("RGB", (canvas, canvas), background)
+    draw = ImageDraw.Draw(image)
+    fill = tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in _RGB[spec.colour])
+    radius = _DIAMETER[spec.size] / 2 * canvas
+    for cx, cy in _layout(spec, rng):
+        cx, cy = cx * canvas, cy * canvas
+        if spec.shape == "circle":
+            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+        else:
+            draw.polygon([(cx + x * radius, cy + y * radius) for x, y in _POLYGONS[spec.shape]], fill=fill)
+    # BOX averaging of exact 4x4 blocks is the fastest correct anti-aliasing filter here.
+    return image.resize((image_size, image_size), Image.Resampling.BOX)
+
+
+# ----------------------------------------------------------------------------- captions
+
+_EN_SHAPES = {
+    "circle": ("circle", "circles"),
+    "square": ("square", "squares"),
+    "triangle": ("triangle", "triangles"),
+    "star": ("star", "stars"),
+    "diamond": ("diamond", "diamonds"),
+    "heart": ("heart", "hearts"),
+}
+_EN_POSITIONS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "center": "in the center"}
+_EN_NUMBERS = {1: "one", 2: "two", 3: "three"}
+
+
+def _caption_en(s: SceneSpec) -> str:
+    noun = _EN_SHAPES[s.shape][0 if s.count == 1 else 1]
+    return f"{_EN_NUMBERS[s.count]} {s.size} {s.colour} {noun} {_EN_POSITIONS[s.position]}"
+
+
+# German: gender, plural; adjectives in the nominative, mixed declension after "ein(e)"
+# and strong declension after bare numerals. "lila"/"orange" are indeclinable in the
+# standard language, so the declinable "violett"/"orangefarben" are used.
+_DE_SHAPES = {  # noun, plural, gender
+    "circle": ("Kreis", "Kreise", "m"),
+    "square": ("Quadrat", "Quadrate", "n"),
+    "triangle": ("Dreieck", "Dreiecke", "n"),
+    "star": ("Stern", "Sterne", "m"),
+    "diamond": ("Raute", "Rauten", "f"),
+    "heart": ("Herz", "Herzen", "n"),
+}
+_DE_COLOURS = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "violett", "orange": "orangefarben"}
+_DE_SIZES = {"small": "klein", "large": "groß"}
+_DE_POSITIONS = {"left": "links", "right": "rechts", "top": "oben", "bottom": "unten", "center": "in der Mitte"}
+_DE_ENDINGS_AFTER_EIN = {"m": "er", "n": "es", "f": "e"}
+_DE_NUMBERS = {2: "zwei", 3: "drei"}
+
+
+def _caption_de(s: SceneSpec) -> str:
+    singular, plural, gender = _DE_SHAPES[s.shape]
+    size, colour = _DE_SIZES[s.size], _DE_COLOURS[s.colour]
+    if s.count == 1:
+        ending = _DE_ENDINGS_AFTER_EIN[gender]
+        article = "eine" if gender == "f" else "ein"
+        phrase = f"{article} {size}{ending} {colour}{ending} {singular}"
+    else:
+        phrase = f"{_DE_NUMBERS[s.count]} {size}e {colour}e {plural}"
+    return f"{phrase} {_DE_POSITIONS[s.position]}"
+
+
+# French: size adjective before the noun, colour after; both agree in gender and number.
+# "orange" is invariable.
+_FR_SHAPES = {  # singular, plural, gender
+    "circle": ("cercle", "cercles", "m"),
+    "square": ("carré", "carrés", "m"),
+    "triangle": ("triangle", "triangles", "m"),
+    "star": ("étoile", "étoiles", "f"),
+    "diamond": ("losange", "losanges", "m"),
+    "heart": ("cœur", "cœurs", "m"),
+}
+_FR_COLOURS = {  # (m sg, f sg, m pl, f pl)
+    "red": ("rouge", "rouge", "rouges", "rouges"),
+    "green": ("vert", "verte", "verts", "vertes"),
+    "blue": ("bleu", "bleue", "bleus", "bleues"),
+    "yellow": ("jaune", "jaune", "jaunes", "jaunes"),
+    "purple": ("violet", "violette", "violets", "violettes"),
+    "orange": ("orange", "orange", "orange", "orange"),
+}
+_FR_SIZES = {"small": ("petit", "petite", "petits", "petites"), "large": ("grand", "grande", "grands", "grandes")}
+_FR_POSITIONS = {"left": "à gauche", "right": "à droite", "top": "en haut", "bottom": "en bas", "center": "au centre"}
+
+
+def _fr_form(forms: tuple[str, str, str, str], gender: str, plural: bool) -> str:
+    return forms[(2 if plural else 0) + (1 if gender == "f" else 0)]
+
+
+def _caption_fr(s: SceneSpec) -> str:
+    singular, plural_noun, gender = _FR_SHAPES[s.shape]
+    plural = s.count > 1
+    number = {1: "un" if gender == "m" else "une", 2: "deux", 3: "trois"}[s.count]
+    size = _fr_form(_FR_SIZES[s.size], gender, plural)
+    colour = _fr_form(_FR_COLOURS[s.colour], gender, plural)
+    noun = plural_noun if plural else singular
+    return f"{number} {size} {noun} {colour} {_FR_POSITIONS[s.position]}"
+
+
+# Spanish: adjectives after the noun (colour, then size), agreeing in gender and number;
+# "naranja" used invariably as a colour noun-adjective.
+_ES_SHAPES = {
+    "circle": ("círculo", "círculos", "m"),
+    "square": ("cuadrado", "cuadrados", "m"),
+    "triangle": ("triángulo", "triángulos", "m"),
+    "star": ("estrella", "estrellas", "f"),
+    "diamond": ("rombo", "rombos", "m"),
+    "heart": ("corazón", "corazones", "m"),
+}
+_ES_COLOURS = {  # (m sg, f sg, m pl, f pl)
+    "red": ("rojo", "roja", "rojos", "rojas"),
+    "green": ("verde", "verde", "verdes", "verdes"),
+    "blue": ("azul", "azul", "azules", "azules"),
+    "yellow": ("amarillo", "amarilla", "amarillos", "amarillas"),
+    "purple": ("morado", "morada", "morados", "moradas"),
+    "orange": ("naranja", "naranja", "naranja", "naranja"),
+}
+_ES_SIZES = {"small": ("pequeño", "pequeña", "pequeños", "pequeñas"), "large": ("grande", "grande", "grandes", "grandes")}
+_ES_POSITIONS = {"left": "a la izquierda", "right": "a la derecha", "top": "arriba", "bottom": "abajo", "center": "en el centro"}
+
+
+def _caption_es(s: SceneSpec) -> str:
+    singular, plural_noun, gender = _ES_SHAPES[s.shape]
+    plural = s.count > 1
+    number = {1: "un" if gender == "m" else "una", 2: "dos", 3: "tres"}[s.count]
+    colour = _fr_form(_ES_COLOURS[s.colour], gender, plural)
+    size = _fr_form(_ES_SIZES[s.size], gender, plural)
+    noun = plural_noun if plural else singular
+    return f"{number} {noun} {colour} {size} {_ES_POSITIONS[s.position]}"
+
+
+# Russian numeral agreement: один/одна/одно + nominative singular; два/две, три + genitive
+# singular noun with adjectives in the genitive plural for masculine and neuter nouns and
+# (the preferred) nominative plural for feminine nouns: "две большие красные звезды".
+_RU_SHAPES = {  # nominative singular, genitive singular, gender
+    "circle": ("круг", "круга", "m"),
+    "square": ("квадрат", "квадрата", "m"),
+    "triangle": ("треугольник", "треугольника", "m"),
+    "star": ("звезда", "звезды", "f"),
+    "diamond": ("ромб", "ромба", "m"),
+    "heart": ("сердце", "сердца", "n"),
+}
+_RU_ADJECTIVES = {  # nom sg m, nom sg f, nom sg n, nom pl, gen pl
+    "red": ("красный", "красная", "красное", "красные", "красных"),
+    "green": ("зелёный", "зелёная", "зелёное", "зелёные", "зелёных"),
+    "blue": ("синий", "синяя", "синее", "синие", "синих"),
+    "yellow": ("жёлтый", "жёлтая", "жёлтое", "жёлтые", "жёлтых"),
+    "purple": ("фиолетовый", "фиолетовая", "фиолетовое", "фиолетовые", "фиолетовых"),
+    "orange": ("оранжевый", "оранжевая", "оранжевое", "оранжевые", "оранжевых"),
+    "small": ("маленький", "маленькая", "маленькое", "маленькие", "маленьких"),
+    "large": ("большой", "большая", "большое", "большие", "больших"),
+}
+_RU_POSITIONS = {"left": "слева", "right": "справа", "top": "сверху", "bottom": "снизу", "center": "в центре"}
+
+
+def _caption_ru(s: SceneSpec) -> str:
+    nominative, genitive, gender = _RU_SHAPES[s.shape]
+    size, colour = _RU_ADJECTIVES[s.size], _RU_ADJECTIVES[s.colour]
+    if s.count == 1:
+        slot = {"m": 0, "f": 1, "n": 2}[gender]
+        number = {"m": "один", "f": "одна", "n": "одно"}[gender]
+        phrase = f"{number} {size[slot]} {colour[slot]} {nominative}"
+    else:
+        slot = 3 if gender == "f" else 4
+        number = {2: "две" if gender == "f" else "два", 3: "три"}[s.count]
+        phrase = f"{number} {size[slot]} {colour[slot]} {genitive}"
+    return f"{phrase} {_RU_POSITIONS[s.position]}"
+
+
+# Arabic: adjectives follow the noun (colour, then size) and agree with it; the dual has
+# its own noun and adjective forms; 3 takes the opposite gender of the singular noun
+# (ثلاث دوائر / ثلاثة مربعات) and non-human plurals take feminine singular adjectives.
+_AR_SHAPES = {  # singular, dual, plural, gender
+    "circle": ("دائرة", "دائرتان", "دوائر", "f"),
+    "square": ("مربع", "مربعان", "مربعات", "m"),
+    "triangle": ("مثلث", "مثلثان", "مثلثات", "m"),
+    "star": ("نجمة", "نجمتان", "نجوم", "f"),
+    "diamond": ("معين", "معينان", "معينات", "m"),
+    "heart": ("قلب", "قلبان", "قلوب", "m"),
+}
+_AR_ADJECTIVES = {  # m sg, f sg, m dual, f dual
+    "red": ("أحمر", "حمراء", "أحمران", "حمراوان"),
+    "green": ("أخضر", "خضراء", "أخضران", "خضراوان"),
+    "blue": ("أزرق", "زرقاء", "أزرقان", "زرقاوان"),
+    "yellow": ("أصفر", "صفراء", "أصفران", "صفراوان"),
+    "purple": ("بنفسجي", "بنفسجية", "بنفسجيان", "بنفسجيتان"),
+    "orange": ("برتقالي", "برتقالية", "برتقاليان", "برتقاليتان"),
+    "small": ("صغير", "صغيرة", "صغيران", "صغيرتان"),
+    "large": ("كبير", "كبيرة", "كبيران", "كبيرتان"),
+}
+_AR_POSITIONS = {"left": "على اليسار", "right": "على اليمين", "top": "في الأعلى", "bottom": "في الأسفل", "center": "في الوسط"}
+
+
+def _caption_ar(s: SceneSpec) -> str:
+    singular, dual, plural, gender = _AR_SHAPES[s.shape]
+    colour, size = _AR_ADJECTIVES[s.colour], _AR_ADJECTIVES[s.size]
+    feminine = gender == "f"
+    if s.count == 1:
+        slot = 1 if feminine else 0
+        phrase = f"{singular} {colour[slot]} {size[slot]}"
+    elif s.count == 2:
+        slot = 3 if feminine else 2
+        phrase = f"{dual} {colour[slot]} {size[slot]}"
+    else:
+        three = "ثلاث" if feminine else "ثلاثة"
+        phrase = f"{three} {plural} {colour[1]} {size[1]}"
+    return f"{phrase} {_AR_POSITIONS[s.position]}"
+
+
+# Hindi: all shape nouns are masculine; -ā adjectives inflect (छोटा/छोटे, हरा/हरे), others
+# (लाल, बैंगनी, नारंगी) do not. Position first: "ऊपर दो बड़े लाल वृत्त".
+_HI_SHAPES = {  # singular, plural
+    "circle": ("वृत्त", "वृत्त"),
+    "square": ("वर्ग", "वर्ग"),
+    "triangle": ("त्रिभुज", "त्रिभुज"),
+    "star": ("तारा", "तारे"),
+    "diamond": ("समचतुर्भुज", "समचतुर्भुज"),
+    "heart": ("दिल", "दिल"),
+}
+_HI_ADJECTIVES = {  # m sg, m pl, f
+    "red": ("लाल", "लाल", "लाल"),
+    "green": ("हरा", "हरे", "हरी"),
+    "blue": ("नीला", "नीले", "नीली"),
+    "yellow": ("पीला", "पीले", "पीली"),
+    "purple": ("बैंगनी", "बैंगनी", "बैंगनी"),
+    "orange": ("नारंगी", "नारंगी", "नारंगी"),
+    "small": ("छोटा", "छोटे", "छोटी"),
+    "large": ("बड़ा", "बड़े", "बड़ी"),
+}
+_HI_POSITIONS = {"left": "बाईं ओर", "right": "दाईं ओर", "top": "ऊपर", "bottom": "नीचे", "center": "बीच में"}
+_HI_NUMBERS = {1: "एक", 2: "दो", 3: "तीन"}
+
+
+def _caption_hi(s: SceneSpec) -> str:
+    slot = 0 if s.count == 1 else 1
+    noun = _HI_SHAPES[s.shape][slot]
+    size, colour = _HI_ADJECTIVES[s.size][slot], _HI_ADJECTIVES[s.colour][slot]
+    return f"{_HI_POSITIONS[s.position]} {_HI_NUMBERS[s.count]} {size} {colour} {noun}"
+
+
+# Korean: position + 에, attributive adjectives, noun, native number + counter 개.
+_KO_SHAPES = {"circle": "원", "square": "정사각형", "triangle": "삼각형", "star": "별", "diamond": "마름모", "heart": "하트"}
+_KO_COLOURS = {"red": "빨간", "green": "초록색", "blue": "파란", "yellow": "노란", "purple": "보라색", "orange": "주황색"}
+_KO_SIZES = {"small": "작은", "large": "큰"}
+_KO_POSITIONS = {"left": "왼쪽에", "right": "오른쪽에", "top": "위쪽에", "bottom": "아래쪽에", "center": "가운데에"}
+_KO_NUMBERS = {1: "한", 2: "두", 3: "세"}
+
+
+def _caption_ko(s: SceneSpec) -> str:
+    return (
+        f"{_KO_POSITIONS[s.position]} {_KO_SIZES[s.size]} {_KO_COLOURS[s.colour]} "
+        f"{_KO_SHAPES[s.shape]} {_KO_NUMBERS[s.count]} 개"
+    )
+
+
+# Chinese: numeral + measure word 个, colour + 的, size, shape noun, 在 + position.
+_ZH_SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形", "diamond": "菱形", "heart": "心形"}
+_ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色"}
+_ZH_SIZES = {"small": "小", "large": "大"}
+_ZH_POSITIONS = {"left": "左边", "right": "右边", "top": "上面", "bottom": "下面", "center": "中间"}
+_ZH_NUMBERS = {1: "一", 2: "两", 3: "三"}
+
+
+def _caption_zh(s: SceneSpec) -> str:
+    return f"{_ZH_NUMBERS[s.count]}个{_ZH_COLOURS[s.colour]}的{_ZH_SIZES[s.size]}{_ZH_SHAPES[s.shape]}在{_ZH_POSITIONS[s.position]}"
+
+
+# Japanese: position に, adjectives, noun が, native counter つ.
+_JA_SHAPES = {"circle": "円", "square": "正方形", "triangle": "三角形", "star": "星", "diamond": "ひし形", "heart": "ハート"}
+_JA_COLOURS = {"red": "赤い", "green": "緑の", "blue": "青い", "yellow": "黄色い", "purple": "紫の", "orange": "オレンジ色の"}
+_JA_SIZES = {"small": "小さい", "large": "大きい"}
+_JA_POSITIONS = {"left": "左", "right": "右", "top": "上", "bottom": "下", "center": "中央"}
+_JA_NUMBERS = {1: "一つ", 2: "二つ", 3: "三つ"}
+
+
+def _caption_ja(s: SceneSpec) -> str:
+    return (
+        f"{_JA_POSITIONS[s.position]}に{_JA_SIZES[s.size]}{_JA_COLOURS[s.colour]}"
+        f"{_JA_SHAPES[s.shape]}が{_JA_NUMBERS[s.count]}"
+    )
+
+
+_CAPTIONERS = {
+    "en": _caption_en,
+    "de": _caption_de,
+    "fr": _caption_fr,
+    "es": _caption_es,
+    "ru": _caption_ru,
+    "ar": _caption_ar,
+    "hi": _caption_hi,
+    "ko": _caption_ko,
+    "zh": _caption_zh,
+    "ja": _caption_ja,
+}
+
+
+def _check_language(lang: str) -> None:
+    if lang not in _CAPTIONERS:
+        raise ValueError(f"no synthetic-scene captions for language {lang!r}; available: {LANGUAGES}")
+
+
+def caption(spec: SceneSpec, lang: str) -> str:
+    """Describes a scene in one language.
+
+    Args:
+        spec: The scene.
+        lang: One of ``LANGUAGES``.
+
+    Returns:
+        A grammatical noun phrase naming count, size, colour, shape and position.
+
+    Raises:
+        ValueError: If ``lang`` is not one of ``LANGUAGES``.
+    """
+    _check_language(lang)
+    return _CAPTIONERS[lang](spec)
+
+
+# ---------------------------------------------------------------------- attribute prompts
+# Short label prompts for zero-shot classification of one attribute. Each language uses
+# its generic word for "shape" (de Objekt, fr forme, ru фигура, ar شكل, hi आकृति, ...),
+# with the attribute word agreeing with it.
+
+_PROMPTS: dict[str, dict[str, dict[str, str]]] = {
+    "en": {
+        "colour": {c: f"a {c} shape" for c in COLOURS},
+        "shape": {
+            "circle": "a circle", "square": "a square", "triangle": "a triangle",
+            "star": "a star", "diamond": "a diamond", "heart": "a heart",
+        },
+        "count": {"1": "one shape", "2": "two shapes", "3": "three shapes"},
+        "position": {p: f"a shape {phrase}" for p, phrase in _EN_POSITIONS.items()},
+        "size": {"small": "a small shape", "large": "a large shape"},
+    },
+    "de": {
+        "colour": {c: f"ein {_DE_COLOURS[c]}es Objekt" for c in COLOURS},
+        "shape": {k: f"{'eine' if g == 'f' else 'ein'} {sg}" for k, (sg, _, g) in _DE_SHAPES.items()},
+        "count": {"1": "ein Objekt", "2": "zwei Objekte", "3": "drei Objekte"},
+        "position": {p: f"ein Objekt {phrase}" for p, phrase in _DE_POSITIONS.items()},
+        "size": {"small": "ein kleines Objekt", "large": "ein großes Objekt"},
+    },
+    "fr": {
+        "colour": {c: f"une forme {_FR_COLOURS[c][1]}" for c in COLOURS},
+        "shape": {k: f"{'une' if g == 'f' else 'un'} {sg}" for k, (sg, _, g) in _FR_SHAPES.items()},
+        "count": {"1": "une forme", "2": "deux formes", "3": "trois formes"},
+        "position": {p: f"une forme {phrase}" for p, phrase in _FR_POSITIONS.items()},
+        "size": {"small": "une petite forme", "large": "une grande forme"},
+    },
+    "es": {
+        "colour": {c: f"una forma {_ES_COLOURS[c][1]}" for c in COLOURS},
+        "shape": {k: f"{'una' if g == 'f' else 'un'} {sg}" for k, (sg, _, g) in _ES_SHAPES.items()},
+        "count": {"1": "una forma", "2": "dos formas", "3": "tres formas"},
+        "position": {p: f"una forma {phrase}" for p, phrase in _ES_POSITIONS.items()},
+        "size": {"small": "una forma pequeña", "large": "una forma grande"},
+    },
+    "ru": {
+        "colour": {c: f"{_RU_ADJECTIVES[c][1]} фигура" for c in COLOURS},
+        "shape": {k: nom for k, (nom, _, _) in _RU_SHAPES.items()},
+        "count": {"1": "одна фигура", "2": "две фигуры", "3": "три фигуры"},
+        "position": {p: f"фигура {phrase}" for p, phrase in _RU_POSITIONS.items()},
+        "size": {"small": "маленькая фигура", "large": "большая фигура"},
+    },
+    "ar": {
+        "colour": {c: f"شكل {_AR_ADJECTIVES[c][0]}" for c in COLOURS},
+        "shape": {k: sg for k, (sg, _, _, _) in _AR_SHAPES.items()},
+        "count": {"1": "شكل واحد", "2": "شكلان", "3": "ثلاثة أشكال"},
+        "position": {p: f"شكل {phrase}" for p, phrase in _AR_POSITIONS.items()},
+        "size": {"small": "شكل صغير", "large": "شكل كبير"},
+    },
+    "hi": {
+        "colour": {c: f"एक {_HI_ADJECTIVES[c][2]} आकृति" for c in COLOURS},
+        "shape": {k: f"एक {sg}" for k, (sg, _) in _HI_SHAPES.items()},
+        "count": {"1": "एक आकृति", "2": "दो आकृतियाँ", "3": "तीन आकृतियाँ"},
+        "position": {p: f"{phrase} एक आकृति" for p, phrase in _HI_POSITIONS.items()},
+        "size": {"small": "एक छोटी आकृति", "large": "एक बड़ी आकृति"},
+    },
+    "ko": {
+        "colour": {c: f"{_KO_COLOURS[c]} 도형" for c in COLOURS},
+        "shape": dict(_KO_SHAPES),
+        "count": {"1": "도형 한 개", "2": "도형 두 개", "3": "도형 세 개"},
+        "position": {p: f"{phrase} 있는 도형" for p, phrase in _KO_POSITIONS.items()},
+        "size": {"small": "작은 도형", "large": "큰 도형"},
+    },
+    "zh": {
+        "colour": {c: f"一个{_ZH_COLOURS[c]}的形状" for c in COLOURS},
+        "shape": {k: f"一个{v}" for k, v in _ZH_SHAPES.items()},
+        "count": {"1": "一个形状", "2": "两个形状", "3": "三个形状"},
+        "position": {p: f"在{phrase}的形状" for p, phrase in _ZH_POSITIONS.items()},
+        "size": {"small": "一个小形状", "large": "一个大形状"},
+    },
+    "ja": {
+        "colour": {c: f"{_JA_COLOURS[c]}図形" for c in COLOURS},
+        "shape": dict(_JA_SHAPES),
+        "count": {"1": "図形が一つ", "2": "図形が二つ", "3": "図形が三つ"},
+        "position": {p: f"{phrase}にある図形" for p, phrase in _JA_POSITIONS.items()},
+        "size": {"small": "小さい図形", "large": "大きい図形"},
+    },
+}
+
+
+def attribute_prompt(attribute: str, value: str, lang: str) -> str:
+    """A short label prompt for zero-shot classification of one scene attribute.
+
+    Args:
+        attribute: One of ``ATTRIBUTES`` (``colour``, ``shape``, ``count``, ``position``,
+            ``size``).
+        value: One of ``ATTRIBUTES[attribute]`` (counts as strings, ``"1"``-``"3"``; an
+            int is accepted too).
+        lang: One of ``LANGUAGES``.
+
+    Returns:
+        E.g. ``"a red shape"``, ``"ein rotes Objekt"``, ``"красная фигура"``.
+
+    Raises:
+        ValueError: If the attribute, value or language is unknown.
+    """
+    _check_language(lang)
+    if attribute not in ATTRIBUTES:
+        raise ValueError(f"unknown scene attribute {attribute!r}; expected one of {list(ATTRIBUTES)}")
+    value = str(value)
+    if value not in ATTRIBUTES[attribute]:
+        raise ValueError(f"unknown value {value!r} for scene attribute {attribute!r}; expected one of {ATTRIBUTES[attribute]}")
+    return _PROMPTS[lang][attribute][value]
+
+
+# ------------------------------------------------------------------------------- splits
+
+
+def heldout_combinations(seed: int = 0) -> set[tuple[str, str]]:
+    """The (colour, shape) pairs that never appear in training scenes.
+
+    About 20% of all pairs are held out, at most two per colour and two per shape, so
+    every colour and every shape is still seen in training with most partners.
+
+    Args:
+        seed: Chooses which pairs; the same seed always gives the same set.
+
+    Returns:
+        Set of ``(colour, shape)`` tuples.
+    """
+    rng = random.Random(f"heldout:{seed}")
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    rng.shuffle(pairs)
+    target = round(0.2 * len(pairs))
+    per_colour = {c: 0 for c in COLOURS}
+    per_shape = {s: 0 for s in SHAPES}
+    chosen: set[tuple[str, str]] = set()
+    for colour, shape in pairs:
+        if len(chosen) == target:
+            break
+        if per_colour[colour] < 2 and per_shape[shape] < 2:
+            chosen.add((colour, shape))
+            per_colour[colour] += 1
+            per_shape[shape] += 1
+    return chosen
+
+
+def sample_scenes(num: int, split: str, seed: int = 0) -> Iterator[SceneSpec]:
+    """Draws scene specs for one split.
+
+    Args:
+        num: How many scenes.
+        split: ``"train"`` (combinations outside :func:`heldout_combinations`) or
+            ``"val"`` (only held-out combinations).
+        seed: Seed of the whole dataset; the same (num, split, seed) gives the same scenes.
+
+    Yields:
+        Scene specs; each carries its own derived seed for rendering.
+
+    Raises:
+        ValueError: If ``split`` is not ``"train"`` or ``"val"``.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown scene split {split!r}; expected 'train' or 'val'")
+    heldout = heldout_combinations(seed)
+    pairs = sorted(heldout) if split == "val" else sorted(set((c, s) for c in COLOURS for s in SHAPES) - heldout)
+    rng = random.Random(f"scenes:{seed}:{split}")
+    for _ in range(num):
+        colour, shape = rng.choice(pairs)
+        yield SceneSpec(
+            shape=shape,
+            colour=colour,
+            count=rng.choice(COUNTS),
+            position=rng.choice(POSITIONS),
+            size=rng.choice(SIZES),
+            seed=rng.getrandbits(31),
+        )
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    # Level 1 keeps writing fast; these flat-colour images compress well anyway.
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _scene_samples(
+    num: int, split: str, *, image_size: int, languages: list[str], seed: int, progress: bool
+) -> Iterator[dict]:
+    from tqdm.auto import tqdm
+
+    specs = sample_scenes(num, split, seed)
+    for index, spec in enumerate(tqdm(specs, total=num, desc=f"scenes/{split}", unit="scene", disable=not progress)):
+        captions = {lang: caption(spec, lang) for lang in languages}
+        lang = languages[index % len(languages)]
+        yield {
+            "__key__": f"{split}-{index:08d}",
+            "png": _encode_png(render_scene(spec, image_size)),
+            "txt": captions[lang],
+            "json": {
+                "lang": lang,
+                "captions": captions,
+                "attributes": spec.attributes(),
+                "split": split,
+                "scene_seed": spec.seed,
+            },
+        }
+
+
+def write_scene_shards(
+    out_dir: str | Path,
+    *,
+    num_train: int,
+    num_val: int,
+    image_size: int = 64,
+    languages: list[str] | None = None,
+    seed: int = 0,
+    samples_per_shard: int = 1000,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, list[Path]]:
+    """Writes train and val shards of synthetic scenes.
+
+    Sample ``i`` of a split has its ``txt`` caption in ``languages[i % len(languages)]``
+    and all captions in ``json["captions"]``, so a DataModule can also pick a caption
+    language at random per sample.
+
+    Args:
+        out_dir: Shards go to ``out_dir/train/shard-*.tar`` and ``out_dir/val/shard-*.tar``.
+        num_train: Number of training scenes (held-out combinations excluded).
+        num_val: Number of validation scenes (held-out combinations only).
+        image_size: Image height and width in pixels.
+        languages: Caption languages; defaults to all of ``LANGUAGES``.
+        seed: Dataset seed (scenes and held-out combinations).
+        samples_per_shard: Maximum samples per shard.
+        overwrite: Replace existing shards instead of refusing.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        ``{"train": [...], "val": [...]}`` lists of the written shard paths.
+
+    Raises:
+        FileExistsError: If shards exist and ``overwrite`` is False.
+        ValueError: If a language is unknown or a count is negative.
+    """
+    from babeltower.datasets.writer import write_shards
+
+    languages = list(languages) if languages else list(LANGUAGES)
+    for lang in languages:
+        _check_language(lang)
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"write_scene_shards: num_train and num_val must be >= 0, got {num_train} and {num_val}")
+    out_dir = Path(out_dir)
+    written: dict[str, list[Path]] = {}
+    for split, num in (("train", num_train), ("val", num_val)):
+        if num == 0:
+            written[split] = []
+            continue
+        samples = _scene_samples(num, split, image_size=image_size, languages=languages, seed=seed, progress=progress)
+        written[split] = write_shards(
+            samples, out_dir / split, prefix="shard", max_count=samples_per_shard, overwrite=overwrite
+        )
+    return written
+
+
+def caption_corpus(languages: list[str] | None = None, seed: int = 0) -> list[str]:
+    """Every caption and attribute prompt, for training a tokenizer.
+
+    Enumerates all attribute combinations (so every word form of every language occurs)
+    and every attribute prompt, in a seeded shuffled order.
+
+    Args:
+        languages: Languages to include; defaults to all of ``LANGUAGES``.
+        seed: Shuffles the order.
+
+    Returns:
+        List of distinct strings.
+    """
+    languages = list(languages) if languages else list(LANGUAGES)
+    for lang in languages:
+        _check_language(lang)
+    texts: set[str] = set()
+    for shape in SHAPES:
+        for colour in COLOURS:
+            for count in COUNTS:
+                for position in POSITIONS:
+                    for size in SIZES:
+                        spec = SceneSpec(shape=shape, colour=colour, count=count, position=position, size=size)
+                        texts.update(caption(spec, lang) for lang in languages)
+    for lang in languages:
+        for attribute, values in ATTRIBUTES.items():
+            texts.update(attribute_prompt(attribute, value, lang) for value in values)
+    corpus = sorted(texts)
+    random.Random(f"corpus:{seed}").shuffle(corpus)
+    return corpus

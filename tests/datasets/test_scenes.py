@@ -1,0 +1,157 @@
+import json
+import unicodedata
+
+import pytest
+import webdataset as wds
+
+from babeltower.datasets.synthetic import scenes
+from babeltower.datasets.synthetic.scenes import (
+    ATTRIBUTES,
+    LANGUAGES,
+    SceneSpec,
+    attribute_prompt,
+    caption,
+    caption_corpus,
+    heldout_combinations,
+    render_scene,
+    sample_scenes,
+    write_scene_shards,
+)
+
+
+def _script(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return "HAN" if name.startswith("CJK") else name.split(" ")[0]
+
+
+def test_render_is_deterministic_by_seed_and_antialiased():
+    spec = SceneSpec("star", "blue", 3, "left", "large", seed=11)
+    a, b = render_scene(spec, 64), render_scene(spec, 64)
+    assert a.size == (64, 64) and a.mode == "RGB"
+    assert a.tobytes() == b.tobytes()
+    other = SceneSpec("star", "blue", 3, "left", "large", seed=12)
+    assert render_scene(other, 64).tobytes() != a.tobytes()
+    assert len(set(a.getdata())) > 10  # edge pixels are blends, not just two colours
+
+
+def test_objects_lie_in_their_region():
+    for position, (axis, low) in {"left": (0, True), "right": (0, False), "top": (1, True), "bottom": (1, False)}.items():
+        image = render_scene(SceneSpec("square", "red", 2, position, "small", seed=3), 64)
+        red = [(x, y) for y in range(64) for x in range(64) if image.getpixel((x, y))[1] < 120]
+        coords = [p[axis] for p in red]
+        assert red, position
+        assert (max(coords) < 32) if low else (min(coords) >= 32), position
+
+
+def test_sample_scenes_deterministic_and_heldout_split():
+    assert list(sample_scenes(50, "train", seed=1)) == list(sample_scenes(50, "train", seed=1))
+    assert list(sample_scenes(50, "train", seed=1)) != list(sample_scenes(50, "train", seed=2))
+    heldout = heldout_combinations(0)
+    assert heldout == heldout_combinations(0) and heldout != heldout_combinations(1)
+    assert len(heldout) == round(0.2 * len(scenes.COLOURS) * len(scenes.SHAPES))
+    train = list(sample_scenes(2000, "train", seed=0))
+    val = list(sample_scenes(300, "val", seed=0))
+    train_pairs = {(s.colour, s.shape) for s in train}
+    assert train_pairs.isdisjoint(heldout)
+    assert {(s.colour, s.shape) for s in val} == heldout
+    assert {c for c, _ in train_pairs} == set(scenes.COLOURS)
+    assert {s for _, s in train_pairs} == set(scenes.SHAPES)
+    with pytest.raises(ValueError, match="unknown scene split 'test'"):
+        next(sample_scenes(1, "test"))
+
+
+def test_captions_in_all_languages_and_scripts():
+    spec = SceneSpec("circle", "red", 2, "top", "large")
+    captions = {lang: caption(spec, lang) for lang in LANGUAGES}
+    assert len(LANGUAGES) >= 10
+    assert len(set(captions.values())) == len(LANGUAGES)
+    scripts = {_script(ch) for text in captions.values() for ch in text if ch.isalpha()}
+    assert {"LATIN", "CYRILLIC", "ARABIC", "DEVANAGARI", "HANGUL", "HAN"} <= scripts
+    assert len(scripts) >= 6
+    with pytest.raises(ValueError, match="no synthetic-scene captions for language 'xx'"):
+        caption(spec, "xx")
+
+
+@pytest.mark.parametrize(
+    "spec, lang, expected",
+    [
+        (SceneSpec("circle", "red", 2, "top", "large"), "en", "two large red circles at the top"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "fr", "deux grands cercles rouges en haut"),
+        (SceneSpec("star", "green", 1, "left", "small"), "fr", "une petite étoile verte à gauche"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "de", "zwei große rote Kreise oben"),
+        (SceneSpec("diamond", "blue", 1, "right", "small"), "de", "eine kleine blaue Raute rechts"),
+        (SceneSpec("heart", "purple", 1, "center", "large"), "de", "ein großes violettes Herz in der Mitte"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "ru", "два больших красных круга сверху"),
+        (SceneSpec("star", "blue", 2, "bottom", "small"), "ru", "две маленькие синие звезды снизу"),
+        (SceneSpec("heart", "yellow", 1, "left", "small"), "ru", "одно маленькое жёлтое сердце слева"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "ar", "دائرتان حمراوان كبيرتان في الأعلى"),
+        (SceneSpec("square", "blue", 3, "left", "small"), "ar", "ثلاثة مربعات زرقاء صغيرة على اليسار"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "hi", "ऊपर दो बड़े लाल वृत्त"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "ko", "위쪽에 큰 빨간 원 두 개"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "zh", "两个红色的大圆形在上面"),
+        (SceneSpec("circle", "red", 3, "top", "large"), "ja", "上に大きい赤い円が三つ"),
+        (SceneSpec("star", "orange", 3, "right", "large"), "es", "tres estrellas naranja grandes a la derecha"),
+    ],
+)
+def test_caption_grammar(spec, lang, expected):
+    assert caption(spec, lang) == expected
+
+
+def test_captions_distinguish_every_attribute():
+    base = SceneSpec("circle", "red", 1, "left", "small")
+    variants = [
+        SceneSpec("square", "red", 1, "left", "small"),
+        SceneSpec("circle", "blue", 1, "left", "small"),
+        SceneSpec("circle", "red", 2, "left", "small"),
+        SceneSpec("circle", "red", 1, "right", "small"),
+        SceneSpec("circle", "red", 1, "left", "large"),
+    ]
+    for lang in LANGUAGES:
+        for variant in variants:
+            assert caption(variant, lang) != caption(base, lang), (lang, variant)
+
+
+def test_attribute_prompts_cover_every_value_and_language():
+    assert set(ATTRIBUTES) == {"colour", "shape", "count", "position", "size"}
+    assert attribute_prompt("colour", "red", "en") == "a red shape"
+    assert attribute_prompt("colour", "red", "de") == "ein rotes Objekt"
+    assert attribute_prompt("count", 2, "fr") == "deux formes"
+    for lang in LANGUAGES:
+        for attribute, values in ATTRIBUTES.items():
+            prompts = [attribute_prompt(attribute, value, lang) for value in values]
+            assert len(set(prompts)) == len(values), (lang, attribute)
+    with pytest.raises(ValueError, match="unknown value 'pink' for scene attribute 'colour'"):
+        attribute_prompt("colour", "pink", "en")
+    with pytest.raises(ValueError, match="unknown scene attribute 'texture'"):
+        attribute_prompt("texture", "x", "en")
+
+
+def test_write_scene_shards(tmp_path):
+    written = write_scene_shards(tmp_path, num_train=25, num_val=7, image_size=32, languages=["en", "ja", "ar"],
+                                 samples_per_shard=10, progress=False)
+    assert [p.name for p in written["train"]] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert written["train"][0].parent == tmp_path / "train"
+    samples = list(wds.WebDataset(str(tmp_path / "train" / "shard-{000000..000002}.tar"), shardshuffle=False).decode("pil"))
+    assert len(samples) == 25
+    assert [s["json"]["lang"] for s in samples[:4]] == ["en", "ja", "ar", "en"]
+    first = samples[1]
+    assert first["png"].size == (32, 32)
+    assert set(first["json"]) == {"lang", "captions", "attributes", "split", "scene_seed"}
+    assert first["txt"] == first["json"]["captions"]["ja"]
+    spec = SceneSpec(**first["json"]["attributes"], seed=first["json"]["scene_seed"])
+    assert first["txt"] == caption(spec, "ja")
+    heldout = heldout_combinations(0)
+    val = [json.loads(s["json"]) for s in wds.WebDataset(str(written["val"][0]), shardshuffle=False)]
+    assert all((v["attributes"]["colour"], v["attributes"]["shape"]) in heldout for v in val)
+    assert all((s["json"]["attributes"]["colour"], s["json"]["attributes"]["shape"]) not in heldout for s in samples)
+    with pytest.raises(FileExistsError):
+        write_scene_shards(tmp_path, num_train=5, num_val=0, progress=False)
+
+
+def test_caption_corpus():
+    corpus = caption_corpus()
+    assert len(corpus) == len(set(corpus)) > 10_000
+    assert "deux grands cercles rouges en haut" in corpus
+    assert attribute_prompt("shape", "heart", "ko") in corpus
+    assert caption_corpus(["en"], seed=1) != caption_corpus(["en"], seed=2)
+    assert sorted(caption_corpus(["en"], seed=1)) == sorted(caption_corpus(["en"], seed=2))
