@@ -152,10 +152,11 @@ def build_eval_batches(shards, image_size: int, tokenizer, batch_size: int, num_
 
 
 def scene_label_prompts(languages):
-    from babeltower.datasets.synthetic.scenes import ATTRIBUTES, attribute_prompt
+    """Zero-shot label prompts for scene attributes: a prompt ensemble per value and language."""
+    from babeltower.datasets.synthetic.scenes import ATTRIBUTES, attribute_prompt_ensemble
     from babeltower.eval.retrieval import prompts_from_function
 
-    return prompts_from_function(ATTRIBUTES, languages, attribute_prompt)
+    return prompts_from_function(ATTRIBUTES, languages, attribute_prompt_ensemble)
 
 
 def run_retrieval_eval(model_path, shards, out_dir, *, languages=None, pool_size=20, batch_size=128, num_workers=0):
@@ -248,6 +249,8 @@ def cmd_demo(args) -> int:
         args.config,
         "--trainer.default_root_dir",
         str(run_dir),
+        "--trainer.logger.init_args.save_dir",  # the demo configs log with CSVLogger
+        str(run_dir),
         "--data.init_args.train_shards",
         str(data / "train"),
         "--data.init_args.val_shards",
@@ -324,7 +327,7 @@ def build_tool_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default="configs/tiny/contrastive_demo.yaml")
     demo.add_argument("--num-train", type=int, default=30000)
     demo.add_argument("--num-val", type=int, default=1000)
-    demo.add_argument("--image-size", type=int, default=32)
+    demo.add_argument("--image-size", type=int, default=32, help="scene size in pixels (match the config)")
     demo.add_argument("--max-steps", type=int, default=None)
     demo.add_argument("--overwrite", action="store_true")
     return parser

@@ -41,3 +41,16 @@ def test_zero_shot_accuracy():
     labels = torch.eye(3)
     images = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0], [0, 0, 1.0]])
     assert zero_shot_accuracy(images, labels, torch.tensor([0, 1, 2, 2])) == 0.75
+
+
+def test_recall_multi_counts_any_duplicate_as_correct():
+    from babeltower.eval.metrics import recall_at_k_multi
+
+    sim = torch.tensor([[0.2, 0.9, 0.1], [0.3, 0.1, 0.8]])
+    matches = torch.tensor([[True, True, False], [False, True, False]])
+    # query 0: its duplicate (col 1) ranks first -> hit; query 1: two wrong above -> rank 2
+    assert recall_at_k_multi(sim, matches, (1, 2, 3)) == {1: 0.5, 2: 0.5, 3: 1.0}
+    import pytest
+
+    with pytest.raises(ValueError, match="at least one"):
+        recall_at_k_multi(sim, torch.zeros(2, 3, dtype=torch.bool))

@@ -35,6 +35,26 @@ def recall_at_k(similarity: torch.Tensor, targets: torch.Tensor, ks: Sequence[in
     return {k: float((ranks < k).double().mean()) for k in ks}
 
 
+def recall_at_k_multi(similarity: torch.Tensor, matches: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """R@k when a query may have several correct candidates.
+
+    A query counts as retrieved at k when its best-scoring correct candidate ranks
+    within the top k; wrong candidates scoring equal to it rank above it (pessimistic
+    ties). Used where a split holds items with identical descriptions (two scenes with
+    the same attributes), where exact-index R@k would be ill-posed.
+
+    Args:
+        similarity: (Q, C) scores.
+        matches: (Q, C) bool, True where the candidate is a correct answer; every row
+            needs at least one True.
+    """
+    if not bool(matches.any(dim=1).all()):
+        raise ValueError("recall_at_k_multi: every query needs at least one matching candidate")
+    best_match = similarity.masked_fill(~matches, float("-inf")).max(dim=1, keepdim=True).values  # (Q, 1)
+    ranks = ((similarity >= best_match) & ~matches).sum(dim=1)
+    return {k: float((ranks < k).double().mean()) for k in ks}
+
+
 def make_pools(groups: Sequence[Hashable], pool_size: int, seed: int = 0) -> list[list[int]]:
     """Splits item indices into pools of ``pool_size`` whose items have pairwise distinct groups.
 

@@ -7,7 +7,9 @@ Per language it reports:
 - ``t2i_r1_pool`` / ``i2t_r1_pool``: R@1 in pools of ``pool_size`` candidates (default
   20, chance 1/20) whose items have pairwise distinct descriptions (for scenes: distinct
   attribute tuples; otherwise distinct caption text), averaged over pools;
-- ``t2i_r1`` / ``t2i_r5`` / ``i2t_r1`` / ``i2t_r5``: R@k against every image of the split;
+- ``t2i_r1`` / ``t2i_r5`` / ``i2t_r1`` / ``i2t_r5``: R@k against every item of the split,
+  where any item with the same description (attribute tuple, or caption text) counts as
+  a correct answer, since such duplicates are indistinguishable by their text;
 - ``zs_<attribute>``: zero-shot classification accuracy with label prompts written in
   that language (e.g. colour, shape, count, position), and ``zs_mean``.
 """
@@ -22,11 +24,12 @@ from typing import Callable, Iterable, Mapping, Optional
 import torch
 from tqdm.auto import tqdm
 
-from babeltower.eval.metrics import make_pools, pooled_recall_at_1, recall_at_k, zero_shot_accuracy
+from babeltower.eval.metrics import make_pools, pooled_recall_at_1, recall_at_k_multi, zero_shot_accuracy
 from babeltower.eval.report import bar_chart, markdown_table, write_json
 from babeltower.modalities.text import tokenize
 
-LabelPrompts = Mapping[str, Mapping[str, Mapping[str, str]]]  # attribute -> lang -> value -> prompt
+# attribute -> lang -> value -> prompt, or a list of prompts (averaged: CLIP's prompt ensembling)
+LabelPrompts = Mapping[str, Mapping[str, Mapping[str, "str | list[str]"]]]
 
 
 @torch.no_grad()
@@ -37,6 +40,17 @@ def embed_texts(model, tokenizer, texts: list[str], max_length: int, batch_size:
         enc = tokenize(tokenizer, texts[start : start + batch_size], max_length)
         out.append(model.encode_text(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
+
+
+def embed_label_prompts(model, tokenizer, prompts, max_length: int, batch_size: int, device) -> torch.Tensor:
+    """(V, D) class embeddings; a class given as a list of prompts gets their normalised mean."""
+    groups = [[p] if isinstance(p, str) else list(p) for p in prompts]
+    flat = embed_texts(model, tokenizer, [t for g in groups for t in g], max_length, batch_size, device)
+    out, start = [], 0
+    for g in groups:
+        out.append(torch.nn.functional.normalize(flat[start : start + len(g)].mean(0), dim=-1))
+        start += len(g)
+    return torch.stack(out)
 
 
 def _sample_texts(meta: dict, text: Optional[str]) -> dict[str, str]:
@@ -112,10 +126,11 @@ def evaluate_retrieval(
             model, tokenizer, [per_sample[i][lang] for i in idx], max_text_length, text_batch_size, device
         )
         imgs = image_emb[idx]
-        targets = torch.arange(len(idx))
         sim = text_emb @ imgs.T  # (N, N): text rows, image columns
-        t2i, i2t = recall_at_k(sim, targets, (1, 5)), recall_at_k(sim.T, targets, (1, 5))
         groups = [group_of(i) or per_sample[i][lang] for i in idx]
+        group_ids = torch.tensor([hash(g) for g in groups])
+        matches = group_ids[:, None] == group_ids[None, :]  # same description = correct answer
+        t2i, i2t = recall_at_k_multi(sim, matches, (1, 5)), recall_at_k_multi(sim.T, matches.T, (1, 5))
         pools = make_pools(groups, pool_size, seed)
         pooled = pooled_recall_at_1(imgs, text_emb, pools)
         row = {
@@ -142,7 +157,7 @@ def evaluate_retrieval(
                 ]
                 if not labelled:
                     continue
-                label_emb = embed_texts(
+                label_emb = embed_label_prompts(
                     model, tokenizer, [by_lang[lang][v] for v in values], max_text_length, text_batch_size, device
                 )
                 rows = torch.tensor([j for j, _ in labelled])
@@ -187,8 +202,8 @@ def retrieval_markdown(report: dict) -> str:
     pool = report["settings"]["pool_size"]
     note = (
         f"\n\nR@1 `_pool`: text→image / image→text in pools of {pool} distinct scenes (chance {1 / pool:.2f}); "
-        f"R@k without suffix: against all {report['num_images']} images; `zs_*`: zero-shot attribute accuracy "
-        "with labels in the row's language."
+        f"R@k without suffix: against all {report['num_images']} items (an item with an identical description counts as correct); `zs_*`: zero-shot attribute accuracy "
+        "with labels in the row's language (prompt ensembles where given)."
     )
     return markdown_table(rows, columns) + note
 

@@ -604,6 +604,28 @@ def attribute_prompt(attribute: str, value: str, lang: str) -> str:
     return _PROMPTS[lang][attribute][value]
 
 
+def attribute_prompt_ensemble(attribute: str, value: str, lang: str, num_captions: int = 24, seed: int = 0) -> list[str]:
+    """Prompts for one attribute value: the short label plus full captions that have it.
+
+    CLIP's zero-shot classifier averages the embeddings of many prompt templates per
+    class (Radford et al. 2021, "prompt ensembling"). Here the templates are the
+    scene grammar itself: ``num_captions`` captions of scenes with ``attribute=value``
+    and the other attributes drawn at random (deterministic by ``seed``). Only text is
+    generated; no image is involved.
+    """
+    prompts = [attribute_prompt(attribute, value, lang)]
+    rng = random.Random(f"{attribute}/{value}/{seed}")
+    for _ in range(num_captions):
+        fields = {name: rng.choice(values) for name, values in ATTRIBUTES.items()}
+        fields[attribute] = str(value)
+        spec = SceneSpec(
+            shape=fields["shape"], colour=fields["colour"], count=int(fields["count"]),
+            position=fields["position"], size=fields["size"],
+        )
+        prompts.append(caption(spec, lang))
+    return prompts
+
+
 # ------------------------------------------------------------------------------- splits
 
 
