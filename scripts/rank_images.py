@@ -23,6 +23,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 @torch.no_grad()
 def rank_images(model_dir: str | Path, image_dir: str | Path, query: str, top: int = 5) -> list[tuple[Path, float]]:
     """Returns the ``top`` (path, cosine) pairs of ``image_dir`` for ``query``, best first."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
     model, tokenizer = load_clip(model_dir)
     paths = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:

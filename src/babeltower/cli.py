@@ -165,21 +165,24 @@ def run_retrieval_eval(model_path, shards, out_dir, *, languages=None, pool_size
 
     from babeltower.eval.retrieval import evaluate_retrieval, write_retrieval_report
 
-    model, tokenizer = load_clip_any(model_path)
-    torch.set_grad_enabled(False)
-    tokenizer_dir = Path(out_dir) / ".tokenizer"
-    tokenizer.save_pretrained(tokenizer_dir)
-    batches = build_eval_batches(shards, model.config.vision.image_size, str(tokenizer_dir), batch_size, num_workers)
+    import tempfile
+
     from babeltower.datasets.synthetic.scenes import LANGUAGES
 
-    report = evaluate_retrieval(
-        model,
-        tokenizer,
-        batches,
-        languages=languages,
-        label_prompts=scene_label_prompts(languages or LANGUAGES),
-        pool_size=pool_size,
-    )
+    model, tokenizer = load_clip_any(model_path)
+    # A context, not torch.set_grad_enabled(False): that would switch autograd off for
+    # the rest of the process (e.g. training after evaluation in the same Python session).
+    with torch.no_grad(), tempfile.TemporaryDirectory() as tokenizer_dir:
+        tokenizer.save_pretrained(tokenizer_dir)  # the DataModule takes a tokenizer folder
+        batches = build_eval_batches(shards, model.config.vision.image_size, tokenizer_dir, batch_size, num_workers)
+        report = evaluate_retrieval(
+            model,
+            tokenizer,
+            batches,
+            languages=languages,
+            label_prompts=scene_label_prompts(languages or LANGUAGES),
+            pool_size=pool_size,
+        )
     report["model"] = str(model_path)
     report["shards"] = shards
     return report, write_retrieval_report(report, out_dir)

@@ -128,7 +128,8 @@ def evaluate_retrieval(
         imgs = image_emb[idx]
         sim = text_emb @ imgs.T  # (N, N): text rows, image columns
         groups = [group_of(i) or per_sample[i][lang] for i in idx]
-        group_ids = torch.tensor([hash(g) for g in groups])
+        group_index: dict = {}
+        group_ids = torch.tensor([group_index.setdefault(g, len(group_index)) for g in groups])
         matches = group_ids[:, None] == group_ids[None, :]  # same description = correct answer
         t2i, i2t = recall_at_k_multi(sim, matches, (1, 5)), recall_at_k_multi(sim.T, matches.T, (1, 5))
         pools = make_pools(groups, pool_size, seed)
