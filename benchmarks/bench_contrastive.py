@@ -11,7 +11,8 @@ same number of steps:
   and AdamW.
 
 Batches are decoded once up front so that only model + optimizer work is timed; the
-data pipeline has its own benchmark (bench_data.py). Prints samples/s and the ratio.
+data pipeline has its own benchmark (bench_data.py). Prints the median samples/s of ``--repeats`` runs per side (alternating which
+side goes first) and the ratio.
 
     python benchmarks/bench_contrastive.py [--steps 60] [--batch-size 64] [--size tiny|b32]
         [--device cpu|cuda] [--precision 32-true|bf16-mixed]
@@ -164,23 +165,36 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--seq-len", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side (median reported), order alternating")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     size = SIZES[args.size]
     vocab = len(load_tokenizer(default_tokenizer_path()))
     batches = make_batches(8, args.batch_size, size["image_size"], args.seq_len, vocab)
 
-    ours, system, our_peak = bench_babeltower(size, batches, args.steps, args.device, args.precision)
+    ours_runs, peer_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        # the same HF backbone architecture for open_clip's HFTextEncoder
-        system.model.text.save_pretrained(Path(tmp))
-        peer, peer_peak = bench_open_clip(size, batches, args.steps, args.device, args.precision, tmp)
+        for repeat in range(args.repeats):
+            # alternate which side runs first, so warm caches / clocks favour neither
+            if repeat % 2 == 0:
+                ours, system, our_peak = bench_babeltower(size, batches, args.steps, args.device, args.precision)
+            # the same HF backbone architecture for open_clip's HFTextEncoder
+            system.model.text.save_pretrained(Path(tmp) / str(repeat))
+            peer, peer_peak = bench_open_clip(
+                size, batches, args.steps, args.device, args.precision, Path(tmp) / str(repeat)
+            )
+            if repeat % 2 == 1:
+                ours, system, our_peak = bench_babeltower(size, batches, args.steps, args.device, args.precision)
+            ours_runs.append(ours)
+            peer_runs.append(peer)
+    ours, peer = sorted(ours_runs)[len(ours_runs) // 2], sorted(peer_runs)[len(peer_runs) // 2]
     result = {
         "size": args.size, "device": args.device, "precision": args.precision, "batch_size": args.batch_size,
         "steps_timed": args.steps - 5, "babeltower_samples_per_s": round(ours, 1),
         "open_clip_samples_per_s": round(peer, 1), "ratio_babeltower_over_open_clip": round(ours / peer, 3),
         "babeltower_peak_gib": our_peak, "open_clip_peak_gib": peer_peak,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
+        "all_babeltower": [round(x, 1) for x in ours_runs], "all_open_clip": [round(x, 1) for x in peer_runs],
     }
     print(json.dumps(result, indent=2))
     if args.json:

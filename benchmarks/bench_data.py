@@ -4,7 +4,8 @@ Both sides read the same tar shards, decode the PNG, resize/normalise to the sam
 tensor with the same transform, tokenise the caption with the same tokenizer and
 stack batches of the same size. babeltower's side adds what a training run needs:
 epoch-seeded shard shuffle, a per-worker sample shuffle buffer, bad-sample accounting,
-and equal batch counts per rank. Prints samples/s of both and the ratio.
+and equal batch counts per rank. Prints samples/s of both and the ratio
+(median of --repeats runs per side, alternating which side goes first).
 
     python benchmarks/bench_data.py [--shards DIR] [--workers 0 2] [--batch-size 64]
 
@@ -12,6 +13,13 @@ Without --shards it writes 4,000 synthetic 64 px scenes into a temporary folder.
 """
 
 from __future__ import annotations
+
+import os
+
+# Both sides tokenise inside DataLoader workers; without this, Rust thread pools in every
+# forked worker oversubscribe the cores (babeltower's loader sets it too; set here so the
+# plain loop gets the same treatment whichever side runs first).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
 import io
@@ -54,9 +62,12 @@ def plain_webdataset(urls, image_size, batch_size, workers, tokenizer):
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
 
 
-def babeltower_loader(urls, image_size, batch_size, workers, num_samples):
+def babeltower_loader(spec, image_size, batch_size, workers, num_samples):
     dm = ImageTextDataModule(
-        train_shards=urls, image_size=image_size, batch_size=batch_size, num_workers=workers,
+        train_shards=spec,  # one source (a list would mean several sources to mix)
+        image_size=image_size,
+        batch_size=batch_size,
+        num_workers=workers,
         samples_per_epoch=num_samples,
     )
     dm.setup("fit")
@@ -77,6 +88,7 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side (median reported)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     tokenizer = load_tokenizer(default_tokenizer_path())
@@ -91,14 +103,24 @@ def main():
         num_samples = sum(1 for _ in wds.WebDataset(urls, shardshuffle=False))
         results = []
         for workers in args.workers:
-            n_plain, t_plain = timed(plain_webdataset(urls, args.image_size, args.batch_size, workers, tokenizer))
-            usable = n_plain  # same number of samples on both sides
-            n_ours, t_ours = timed(babeltower_loader(urls, args.image_size, args.batch_size, workers, usable))
+            plain_runs, our_runs = [], []
+            for repeat in range(args.repeats):
+                # alternate which side goes first so page cache and clocks favour neither
+                sides = ["plain", "ours"] if repeat % 2 == 0 else ["ours", "plain"]
+                for side in sides:
+                    if side == "plain":
+                        n_plain, t = timed(plain_webdataset(urls, args.image_size, args.batch_size, workers, tokenizer))
+                        plain_runs.append(n_plain / t)
+                    else:
+                        n_ours, t = timed(babeltower_loader(shards, args.image_size, args.batch_size, workers, num_samples))
+                        our_runs.append(n_ours / t)
+            plain, ours = sorted(plain_runs)[len(plain_runs) // 2], sorted(our_runs)[len(our_runs) // 2]
             row = {
                 "workers": workers, "shards": len(urls), "samples_plain": n_plain, "samples_babeltower": n_ours,
-                "plain_webdataset_samples_per_s": round(n_plain / t_plain, 1),
-                "babeltower_samples_per_s": round(n_ours / t_ours, 1),
-                "ratio_babeltower_over_plain": round((n_ours / t_ours) / (n_plain / t_plain), 3),
+                "plain_webdataset_samples_per_s": round(plain, 1),
+                "babeltower_samples_per_s": round(ours, 1),
+                "ratio_babeltower_over_plain": round(ours / plain, 3),
+                "all_plain": [round(x, 1) for x in plain_runs], "all_babeltower": [round(x, 1) for x in our_runs],
             }
             results.append(row)
             print(json.dumps(row))
