@@ -260,3 +260,25 @@ def test_mixed_stream_respects_weights_and_length(tmp_path):
         MixedStream([a, ShardStream(str(tmp_path / "b"), decode=decode, batch_size=2, collate=collate)], [1, 1])
     with pytest.raises(ValueError, match="2 weights for 1 streams"):
         MixedStream([a], [1, 1])
+
+
+def test_full_epoch_shows_every_sample_exactly_once(tmp_path):
+    """samples_per_epoch == dataset size with a shuffle buffer: each sample once, none repeated."""
+    import webdataset as wds
+
+    from babeltower.datasets.pipeline import ShardStream
+
+    for s in range(3):
+        with wds.TarWriter(str(tmp_path / f"s-{s}.tar")) as sink:
+            for i in range(40):
+                sink.write({"__key__": f"k{s}_{i:03d}", "txt": f"{s}-{i}"})
+    stream = ShardStream(
+        str(tmp_path),
+        decode=lambda x: {"key": x["__key__"]},
+        batch_size=8,
+        collate=lambda xs: {"keys": [x["key"] for x in xs]},
+        shuffle_buffer=50,
+        samples_per_epoch=120,
+    )
+    keys = [k for batch in stream for k in batch["keys"]]
+    assert len(keys) == 120 and len(set(keys)) == 120

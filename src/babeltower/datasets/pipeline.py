@@ -376,14 +376,20 @@ def _collate(batch: list[dict], collate: Callable[[list[dict]], dict], report: _
     return collated
 
 
-def _cycle(urls: list[str], rng: random.Random, shuffle: bool, report: _SkipReport) -> Iterator[str]:
-    """Endless passes over ``urls`` (reshuffled each pass); fails if a pass finds no sample."""
+def _shuffled_passes(
+    urls: list[str], rng: random.Random, buffer_size: int, report: _SkipReport, epoch: int
+) -> Iterator[dict]:
+    """Endless passes over ``urls``: shard order reshuffled and samples buffer-shuffled per pass.
+
+    Raises:
+        ValueError: If a whole pass finds no sample (the loop would never end).
+    """
     while True:
         before = report.raw
         order = list(urls)
-        if shuffle:
+        if buffer_size > 0:
             rng.shuffle(order)
-        yield from order
+        yield from shuffle_samples(read_samples(order, report, epoch), buffer_size, rng)
         if report.raw == before:
             raise ValueError(f"shards {urls} contain no samples; cannot fill an epoch of samples_per_epoch from them")
 
@@ -548,16 +554,16 @@ class ShardStream(IterableDataset):
         report = _SkipReport()
         repeat = endless or self.samples_per_epoch is not None
         if self.resampled:
-            urls: Iterable[str] = _resample(self.shards, rng)
+            samples = shuffle_samples(read_samples(_resample(self.shards, rng), report, ctx.epoch), self.shuffle_buffer, rng)
         elif repeat:
-            urls = _cycle(self.worker_shards(ctx), rng, self.shuffle_buffer > 0, report)
+            # Shuffle within each pass and drain the buffer at its end, so an epoch of
+            # samples_per_epoch == dataset size shows every sample exactly once.
+            samples = _shuffled_passes(self.worker_shards(ctx), rng, self.shuffle_buffer, report, ctx.epoch)
         else:
-            urls = self.worker_shards(ctx)
+            samples = shuffle_samples(read_samples(self.worker_shards(ctx), report, ctx.epoch), self.shuffle_buffer, rng)
         if self.resampled and not repeat:
             log.info("ShardStream: resampled without samples_per_epoch is endless; limit steps in the trainer")
 
-        samples = read_samples(urls, report, ctx.epoch)
-        samples = shuffle_samples(samples, self.shuffle_buffer, rng)
         samples = decode_samples(samples, self.decode, report)
         batches = batch_samples(samples, self.batch_size, self.collate, report, self.drop_last)
         if self.samples_per_epoch is not None and not endless:

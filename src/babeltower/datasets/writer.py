@@ -145,7 +145,7 @@ def write_shards(
         post=finish_shard,
         verbose=0,
         encoder=False,
-        mtime=0.0,  # fixed timestamps make shards byte-for-byte reproducible
+        mtime=0,  # fixed timestamps make shards reproducible; an int, since a float adds a pax header per member
     )
     try:
         for index, sample in enumerate(_chain(first, iterator)):
