@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.babeltower-installed
 
-.PHONY: env demo test test-slow test-gpu bench clean-demo
+.PHONY: env demo demo-contrastive demo-distill test test-slow test-gpu bench
 
 env: $(STAMP)
 
@@ -23,8 +23,16 @@ $(STAMP): pyproject.toml requirements/lock.txt requirements/test.txt
 	fi
 	@touch $(STAMP)
 
+# The main job: every head that has landed (distillation, then the contrastive head
+# without and with the distilled text encoder). One head alone: make demo-<head>.
 demo: env
+	$(PY) -m babeltower.cli demo all --workdir runs/demo --overwrite
+
+demo-contrastive: env
 	$(PY) -m babeltower.cli demo contrastive --workdir runs/demo --overwrite
+
+demo-distill: env
+	$(PY) -m babeltower.cli demo distill --workdir runs/demo --overwrite
 
 test: env
 	$(PY) -m pytest -q

@@ -29,9 +29,12 @@ def test_config_parses_and_instantiates(config, tmp_path, monkeypatch):
     args = ["--config", str(config), "--trainer.logger", "false", "--trainer.strategy", "auto"]
     cli = lightning_cli(args, run=False)
     assert cli.model is not None and cli.datamodule is not None
-    vision = yaml.safe_load(config.read_text())["model"]["init_args"]["vision"]
-    assert cli.model.model.config.vision.image_size == vision["image_size"]
-    assert cli.datamodule.hparams.get("image_size", vision["image_size"]) == vision["image_size"]
+    init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    if "vision" in init_args:  # contrastive: the data's image size follows the tower's
+        assert cli.model.model.config.vision.image_size == init_args["vision"]["image_size"]
+        assert cli.datamodule.hparams.get("image_size") == init_args["vision"]["image_size"]
+    if "student" in init_args:  # distillation: the student projects to the teacher's width
+        assert cli.model.student.embed_dim == cli.model.__dict__["teacher"].dim
 
 
 def test_tiny_configs_exist():

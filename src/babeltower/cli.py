@@ -54,13 +54,17 @@ def load_system_from_checkpoint(ckpt_path: str | Path):
     import torch
 
     from babeltower.train.contrastive import ContrastiveSystem
+    from babeltower.train.distill import DistillationSystem
 
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
     class_path = hparams.get("_class_path", "babeltower.train.contrastive.ContrastiveSystem")
-    systems = {"babeltower.train.contrastive.ContrastiveSystem": ContrastiveSystem}
+    systems = {
+        "babeltower.train.contrastive.ContrastiveSystem": ContrastiveSystem,
+        "babeltower.train.distill.DistillationSystem": DistillationSystem,
+    }
     if class_path not in systems:
         raise ValueError(f"{ckpt_path}: unknown system {class_path!r}; babeltower knows {sorted(systems)}")
     return systems[class_path].load_from_checkpoint(ckpt_path, map_location="cpu")
@@ -113,6 +117,27 @@ def cmd_data(args) -> int:
             for split, paths in splits.items():
                 print(f"{split}: {len(paths)} shard(s) in {Path(args.out) / split}")
             return 0
+    if args.data_verb == "synth" and args.kind == "parallel":
+        from babeltower.datasets.synthetic.parallel import write_parallel_shards
+
+        splits = write_parallel_shards(
+            args.out,
+            num_scene_train=args.num_train,
+            num_scene_val=args.num_val,
+            cldr=not args.no_cldr,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+        for split, paths in splits.items():
+            print(f"{split}: {len(paths)} shard(s) in {Path(args.out) / split}")
+        return 0
+    if args.data_verb == "bitext":
+        from babeltower.datasets.bitext import write_bitext_shards
+
+        paths, report = write_bitext_shards(args.source, args.out, max_count=args.max_count, overwrite=args.overwrite)
+        print(f"wrote {len(paths)} shard(s) to {args.out}")
+        print(report)
+        return 0
     if args.data_verb == "tokenizer":
         from babeltower.modalities.text import train_tokenizer
 
@@ -188,6 +213,68 @@ def run_retrieval_eval(model_path, shards, out_dir, *, languages=None, pool_size
     return report, write_retrieval_report(report, out_dir)
 
 
+def read_pairs(shards) -> list[dict]:
+    """All (src, tgt, lang) pairs of parallel-text shards, in order."""
+    from babeltower.datasets.pipeline import expand_shards, read_tar
+
+    pairs = []
+    for url in expand_shards(shards):
+        for sample in read_tar(url):
+            if "json" in sample:
+                meta = json.loads(sample["json"])
+                if all(meta.get(k) for k in ("src", "tgt", "lang")):
+                    pairs.append(meta)
+    if not pairs:
+        raise ValueError(f"no parallel pairs (json with src, tgt, lang) in {shards}")
+    return pairs
+
+
+def load_student_and_teacher(model_path):
+    """(student TextEncoder, its tokenizer, frozen Teacher) from a distill hub folder or checkpoint."""
+    from babeltower.models.hub import load_text_encoder
+    from babeltower.models.teacher import TeacherConfig, build_teacher
+    from babeltower.models.text_encoder import _resolve_tokenizer
+
+    path = Path(model_path)
+    if path.is_dir():
+        student, tokenizer, index = load_text_encoder(path)
+        if "teacher" not in index:
+            raise ValueError(f"{path / 'model_index.json'} records no teacher; export it from a distillation run")
+        return student, tokenizer, build_teacher(TeacherConfig(**index["teacher"]))
+    system = load_system_from_checkpoint(path)
+    if not hasattr(system, "student"):
+        raise ValueError(f"{path} is not a distillation checkpoint (no student)")
+    return system.student.eval(), _resolve_tokenizer(system.student.config), system.__dict__["teacher"]
+
+
+def run_bitext_eval(model_path, shards, out_dir, *, languages=None, batch_size=256):
+    """Bitext retrieval + student/teacher agreement; writes the report; returns (report, paths)."""
+    import torch
+
+    from babeltower.eval.bitext import evaluate_bitext, write_bitext_report
+
+    student, tokenizer, teacher = load_student_and_teacher(model_path)
+
+    def encode_student(texts):
+        return torch.cat([student.encode(texts[i : i + batch_size], tokenizer) for i in range(0, len(texts), batch_size)])
+
+    pairs = read_pairs(shards)
+    scenes = [p for p in pairs if p.get("source") == "scenes"]
+    others = [p for p in pairs if p.get("source") != "scenes"]
+    with torch.no_grad():
+        # The bar is measured on held-out scene pairs (words seen in training, combinations
+        # not); held-out CLDR entries (names never seen) and user bitext are reported apart.
+        report = evaluate_bitext(encode_student, teacher.encode, scenes or pairs, languages=languages)
+        if scenes and others:
+            extra = evaluate_bitext(encode_student, teacher.encode, others)
+            report["other_sources"] = extra
+            report["markdown"] += (
+                "\n\n### Held-out CLDR entries (names never seen in training)\n\n" + extra["markdown"]
+            )
+    report["model"], report["shards"] = str(model_path), shards
+    return report, write_bitext_report(report, out_dir)
+
+
 def cmd_eval(args) -> int:
     if args.task == "retrieval":
         report, paths = run_retrieval_eval(
@@ -198,6 +285,13 @@ def cmd_eval(args) -> int:
             pool_size=args.pool_size,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
+        )
+        print(report["markdown"])
+        print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+        return 0
+    if args.task == "bitext":
+        report, paths = run_bitext_eval(
+            args.model, args.shards, args.out, languages=args.languages.split(",") if args.languages else None
         )
         print(report["markdown"])
         print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
@@ -220,60 +314,139 @@ def _last_checkpoint(root: Path) -> Path:
     return ckpts[-1]
 
 
-def cmd_demo(args) -> int:
-    """The main job: synthetic data -> fit -> eval -> export, printing where everything is."""
-    if args.task != "contrastive":
-        raise SystemExit(f"unknown demo task {args.task}; available: contrastive")
+def _fit(config: str, run_dir: Path, train: str, val: str, extra: Optional[list[str]] = None):
+    """`babeltower fit` with the run's folders and shards filled in; returns the last checkpoint."""
+    lightning_cli(
+        [
+            "fit",
+            "--config",
+            config,
+            "--trainer.default_root_dir",
+            str(run_dir),
+            "--trainer.logger.init_args.save_dir",  # the demo configs log with CSVLogger
+            str(run_dir),
+            "--data.init_args.train_shards",
+            train,
+            "--data.init_args.val_shards",
+            val,
+            *(extra or []),
+        ]
+    )
+    return _last_checkpoint(run_dir)
+
+
+def _fresh_run_dir(run_dir: Path, overwrite: bool) -> Path:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise SystemExit(f"{run_dir} already holds a run; pass --overwrite to replace it, or choose --workdir")
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return run_dir
+
+
+def demo_contrastive(args, work: Path, *, init_from: Optional[str] = None, name: str = "contrastive") -> dict:
+    """Scenes -> fit -> retrieval eval -> export, for the contrastive head."""
     from babeltower.datasets.synthetic.scenes import write_scene_shards
 
-    work = Path(args.workdir)
     data = work / "data" / "scenes"
-    run_dir = work / "contrastive"
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.overwrite:
-        raise SystemExit(f"{run_dir} already holds a run; pass --overwrite to replace it, or choose --workdir")
-    started = time.time()
-    if not (data / "train").exists() or args.overwrite:
-        print(f"[1/4] writing synthetic multilingual scenes to {data}")
+    run_dir = _fresh_run_dir(work / name, args.overwrite)
+    if not (data / "train").exists() or (args.overwrite and not getattr(args, "_scenes_written", False)):
+        print(f"[contrastive] writing synthetic multilingual scenes to {data}")
         write_scene_shards(
-            data,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            image_size=args.image_size,
-            seed=0,
-            samples_per_shard=2000,
-            overwrite=True,
+            data, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, seed=0,
+            samples_per_shard=2000, overwrite=True,
         )
+        args._scenes_written = True
     else:
-        print(f"[1/4] reusing scenes in {data}")
-    print(f"[2/4] training ({args.config})")
-    overrides = [
-        "fit",
-        "--config",
-        args.config,
-        "--trainer.default_root_dir",
-        str(run_dir),
-        "--trainer.logger.init_args.save_dir",  # the demo configs log with CSVLogger
-        str(run_dir),
-        "--data.init_args.train_shards",
-        str(data / "train"),
-        "--data.init_args.val_shards",
-        str(data / "val"),
-    ]
-    if args.max_steps:
-        overrides += ["--trainer.max_steps", str(args.max_steps)]
-    lightning_cli(overrides)
-    ckpt = _last_checkpoint(run_dir)
-    print(f"[3/4] evaluating {ckpt}")
+        print(f"[contrastive] reusing scenes in {data}")
+    extra = ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
+    if init_from:
+        extra += ["--model.init_args.init_from", str(init_from), "--data.init_args.tokenizer", str(Path(init_from) / "tokenizer")]
+    print(f"[contrastive] training {name} ({args.config}{', text encoder from ' + str(init_from) if init_from else ''})")
+    ckpt = _fit(args.config, run_dir, str(data / "train"), str(data / "val"), extra)
+    print(f"[contrastive] evaluating {ckpt}")
     report, paths = run_retrieval_eval(ckpt, str(data / "val"), run_dir / "eval")
     print(report["markdown"])
-    print(f"[4/4] exporting hub folder")
     hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
+    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+
+
+def demo_distill(args, work: Path) -> dict:
+    """Parallel text -> distillation fit -> bitext eval -> export, for the text encoder."""
+    from babeltower.datasets.synthetic.parallel import write_parallel_shards
+
+    data = work / "data" / "parallel"
+    run_dir = _fresh_run_dir(work / "distill", args.overwrite)
+    if not (data / "train").exists() or args.overwrite:
+        print(f"[distill] writing parallel text (scene grammar + Unicode CLDR) to {data}")
+        # 5,000 scene specs -> 45,000 scene pairs (870 distinct captions a language, repeated so
+        # scenes weigh about as much as the 45,000 CLDR pairs)
+        write_parallel_shards(data, num_scene_train=5000, num_scene_val=500, overwrite=True)
+    else:
+        print(f"[distill] reusing parallel text in {data}")
+    print(f"[distill] training ({args.distill_config})")
+    ckpt = _fit(args.distill_config, run_dir, str(data / "train"), str(data / "val"))
+    print(f"[distill] evaluating {ckpt}")
+    report, paths = run_bitext_eval(ckpt, str(data / "val"), run_dir / "eval")
+    print(report["markdown"])
+    hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
+    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+
+
+def compare_starts(scratch: dict, distilled: dict, out_dir: Path) -> dict[str, Path]:
+    """The AltCLIP-style table: per-language retrieval from scratch vs from the distilled encoder."""
+    from babeltower.eval.report import bar_chart, markdown_table, write_json
+
+    columns = ["t2i_r1_pool", "i2t_r1_pool", "t2i_r1", "zs_mean"]
+    rows = {}
+    for lang in scratch["report"]["per_language"]:
+        a, b = scratch["report"]["per_language"][lang], distilled["report"]["per_language"].get(lang, {})
+        rows[lang] = {**{f"{c} scratch": a.get(c, float("nan")) for c in columns},
+                      **{f"{c} distilled": b.get(c, float("nan")) for c in columns}}
+    rows["**mean**"] = {**{f"{c} scratch": scratch["report"]["mean"].get(c) for c in columns},
+                        **{f"{c} distilled": distilled["report"]["mean"].get(c) for c in columns}}
+    ordered = [f"{c} {k}" for c in columns for k in ("scratch", "distilled")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, ordered)
+    (out_dir / "comparison.md").write_text(
+        "# Contrastive retrieval: text encoder from scratch vs distilled start\n\n" + table + "\n"
+    )
+    write_json(rows, out_dir / "comparison.json")
+    chart = bar_chart(
+        {k: v for k, v in rows.items() if not k.startswith("**")},
+        ["t2i_r1_pool scratch", "t2i_r1_pool distilled", "zs_mean scratch", "zs_mean distilled"],
+        out_dir / "comparison.png",
+        title="Per-language retrieval: from scratch vs distilled text encoder",
+    )
+    print(table)
+    return {"markdown": out_dir / "comparison.md", "json": out_dir / "comparison.json", "chart": chart}
+
+
+def cmd_demo(args) -> int:
+    """The main job, per head or all: synthetic data -> fit -> eval -> export, printing where everything is."""
+    work = Path(args.workdir)
+    started = time.time()
+    results: dict[str, dict] = {}
+    if args.task == "contrastive":
+        results["contrastive"] = demo_contrastive(args, work)
+    elif args.task == "distill":
+        results["distill"] = demo_distill(args, work)
+    else:  # all: stage 1 (distillation), then the contrastive head without and with it
+        results["distill"] = demo_distill(args, work)
+        results["contrastive"] = demo_contrastive(args, work)
+        results["contrastive_distilled"] = demo_contrastive(
+            args, work, init_from=str(results["distill"]["hub"]), name="contrastive_distilled"
+        )
+        results["comparison"] = {"paths": compare_starts(results["contrastive"], results["contrastive_distilled"], work)}
     minutes = (time.time() - started) / 60
     print(f"\nmain job done in {minutes:.1f} min")
-    print(f"  checkpoint : {ckpt}")
-    print(f"  hub folder : {hub}")
-    for kind, path in paths.items():
-        print(f"  report {kind:<5}: {path}")
+    for name, result in results.items():
+        if "ckpt" in result:
+            print(f"  {name} checkpoint : {result['ckpt']}")
+            print(f"  {name} hub folder : {result['hub']}")
+        for kind, path in result["paths"].items():
+            print(f"  {name} report {kind:<8}: {path}")
     return 0
 
 
@@ -291,15 +464,22 @@ def build_tool_parser() -> argparse.ArgumentParser:
     write.add_argument("--overwrite", action="store_true", help="replace existing shards")
 
     synth = data.add_parser("synth", help="generate synthetic multilingual data")
-    synth.add_argument("kind", choices=["scenes"])
+    synth.add_argument("kind", choices=["scenes", "parallel"], help="scenes (images) or parallel (English<->other text)")
     synth.add_argument("out")
-    synth.add_argument("--num-train", type=int, default=20000)
+    synth.add_argument("--num-train", type=int, default=20000, help="scenes (parallel: scene specs)")
     synth.add_argument("--num-val", type=int, default=1000)
+    synth.add_argument("--no-cldr", action="store_true", help="parallel: leave out the Unicode CLDR pairs")
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--languages", default=None, help="comma-separated codes (default: all)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--samples-per-shard", type=int, default=1000)
     synth.add_argument("--overwrite", action="store_true")
+
+    bitext = data.add_parser("bitext", help="user bitext (TSV or JSONL: src, tgt, lang) -> shards")
+    bitext.add_argument("source")
+    bitext.add_argument("out")
+    bitext.add_argument("--max-count", type=int, default=5000)
+    bitext.add_argument("--overwrite", action="store_true")
 
     tok = data.add_parser("tokenizer", help="train a multilingual byte-fallback tokenizer")
     tok.add_argument("out")
@@ -318,6 +498,12 @@ def build_tool_parser() -> argparse.ArgumentParser:
     ret.add_argument("--batch-size", type=int, default=128)
     ret.add_argument("--num-workers", type=int, default=0)
 
+    bt = ev.add_parser("bitext", help="translation retrieval and student-teacher agreement per language")
+    bt.add_argument("model", help="hub folder of a distilled text encoder, or a distillation .ckpt")
+    bt.add_argument("--shards", required=True, help="held-out parallel-text shards")
+    bt.add_argument("--out", required=True)
+    bt.add_argument("--languages", default=None)
+
     exp = sub.add_parser("export", help="Lightning checkpoint -> hub folder")
     exp.add_argument("ckpt")
     exp.add_argument("out")
@@ -325,9 +511,10 @@ def build_tool_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true")
 
     demo = sub.add_parser("demo", help="the main job: synthetic data, training, evaluation, export")
-    demo.add_argument("task", choices=["contrastive"])
+    demo.add_argument("task", choices=["all", "contrastive", "distill"], help="which head (all: distill, then contrastive without and with it)")
     demo.add_argument("--workdir", default="runs/demo")
     demo.add_argument("--config", default="configs/tiny/contrastive_demo.yaml")
+    demo.add_argument("--distill-config", default="configs/tiny/distill_demo.yaml")
     demo.add_argument("--num-train", type=int, default=30000)
     demo.add_argument("--num-val", type=int, default=1000)
     demo.add_argument("--image-size", type=int, default=32, help="scene size in pixels (match the config)")

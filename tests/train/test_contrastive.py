@@ -78,3 +78,18 @@ def test_system_from_dicts_and_frozen_text():
     assert system.model.config.vision.output_dim == 16
     assert not any(p.requires_grad for p in system.model.text.backbone.parameters())
     assert isinstance(system.hparams["vision"], dict)
+
+
+def test_data_tokenizer_must_match_text_encoder():
+    from types import SimpleNamespace
+
+    from babeltower.modalities.text import default_tokenizer_path, load_tokenizer, train_tokenizer
+    from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig
+    from babeltower.train.contrastive import check_data_tokenizer
+
+    encoder = TextEncoder(TextEncoderConfig(hidden_size=32, num_hidden_layers=1))
+    same = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=load_tokenizer(default_tokenizer_path())))
+    check_data_tokenizer(same, encoder)  # no error
+    other = train_tokenizer(["un cercle rouge", "a red circle"] * 20, vocab_size=300)
+    with pytest.raises(ValueError, match="data.init_args.tokenizer"):
+        check_data_tokenizer(SimpleNamespace(datamodule=SimpleNamespace(tokenizer=other)), encoder)

@@ -62,16 +62,23 @@ def strict_load(module: torch.nn.Module, state: dict, where: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def model_card(title: str, languages: list[str], eval_markdown: Optional[str], extra: str = "") -> str:
+def model_card(
+    title: str,
+    languages: list[str],
+    eval_markdown: Optional[str],
+    extra: str = "",
+    usage: str = "Load with `babeltower.models.hub.load_clip(path)`; ",
+    tag: str = "clip",
+) -> str:
     """A hub model card (YAML front matter + description + evaluation table)."""
-    front = ["---", "library_name: babeltower", "tags:", "- babeltower", "- multilingual", "- clip"]
+    front = ["---", "library_name: babeltower", "tags:", "- babeltower", "- multilingual", f"- {tag}"]
     if languages:
         front += ["language:"] + [f"- {lang}" for lang in languages]
     front.append("---")
     body = [
         f"# {title}",
         "",
-        f"Exported by babeltower {__version__}. Load with `babeltower.models.hub.load_clip(path)`; "
+        f"Exported by babeltower {__version__}. {usage}"
         "the `text_encoder/` subfolder loads with `transformers.AutoModel.from_pretrained`.",
         "",
         extra,
@@ -166,7 +173,7 @@ def load_clip(folder: str | Path, map_location: str = "cpu"):
     text_encoder = TextEncoder.from_pretrained(_require(folder / "text_encoder", "the text_encoder/ subfolder"))
     config = CLIPConfig(
         vision=VisionConfig(**raw["vision"]),
-        text=TextEncoderConfig(**{**raw["text"], "tokenizer": str(folder / "text_encoder")}),
+        text=text_encoder.config,  # the architecture as saved (it may come from a pretrained checkpoint)
         embed_dim=raw["embed_dim"],
         init_logit_scale=raw["init_logit_scale"],
         max_logit_scale=raw["max_logit_scale"],
@@ -180,6 +187,60 @@ def load_clip(folder: str | Path, map_location: str = "cpu"):
         raise RuntimeError(f"{folder / 'model.safetensors'} must hold exactly 'logit_scale', found {sorted(top)}")
     model.logit_scale.data.copy_(top["logit_scale"].reshape(()))
     return model.eval(), load_tokenizer(folder / "text_encoder")
+
+
+def save_text_encoder(
+    text_encoder,
+    folder: str | Path,
+    tokenizer=None,
+    eval_report: Optional[dict] = None,
+    overwrite: bool = False,
+    extra_index: Optional[dict] = None,
+) -> Path:
+    """Writes a text encoder alone as a hub folder (e.g. a distilled multilingual student).
+
+    Layout: ``model_index.json``, ``text_encoder/`` (AutoModel-loadable backbone,
+    projection, tokenizer), ``tokenizer/`` and a model card. Heads start from it with
+    ``init_from: FOLDER``.
+    """
+    from babeltower.modalities.text import load_tokenizer
+
+    folder = prepare_output_folder(folder, overwrite)
+    text_encoder.save_pretrained(folder / "text_encoder", tokenizer=tokenizer)
+    load_tokenizer(folder / "text_encoder").save_pretrained(folder / "tokenizer")
+    index = {
+        "_class_name": "TextEncoder",
+        "_babeltower_version": __version__,
+        "text_encoder": ["transformers", type(text_encoder.backbone).__name__],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        **(extra_index or {}),
+    }
+    (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2))
+    languages = sorted((eval_report or {}).get("languages", []))
+    (folder / "README.md").write_text(
+        model_card(
+            "babeltower multilingual text encoder",
+            languages,
+            (eval_report or {}).get("markdown"),
+            usage="Load with `babeltower.models.text_encoder.TextEncoder.from_pretrained(path + '/text_encoder')`; "
+            "start a head from it with `init_from: PATH`; ",
+            tag="sentence-embeddings",
+        )
+    )
+    return folder
+
+
+def load_text_encoder(folder: str | Path):
+    """(TextEncoder, tokenizer, model_index) from a folder written by :func:`save_text_encoder`."""
+    from babeltower.modalities.text import load_tokenizer
+    from babeltower.models.text_encoder import TextEncoder
+
+    folder = Path(folder)
+    index = json.loads(_require(folder / MODEL_INDEX, "model_index.json").read_text())
+    if index.get("_class_name") != "TextEncoder":
+        raise ValueError(f"{folder / MODEL_INDEX} describes a {index.get('_class_name')!r}, not a TextEncoder")
+    encoder = TextEncoder.from_pretrained(_require(folder / "text_encoder", "the text_encoder/ subfolder"))
+    return encoder, load_tokenizer(folder / "text_encoder"), index
 
 
 def load_text_encoder_weights(text_encoder, path: str | Path) -> None:

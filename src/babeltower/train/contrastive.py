@@ -50,6 +50,22 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: 
     return 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
 
 
+def check_data_tokenizer(trainer, text_encoder) -> None:
+    """Fails fast when the DataModule tokenises with another vocabulary than the text encoder's."""
+    from babeltower.models.text_encoder import _resolve_tokenizer
+
+    data_tokenizer = getattr(getattr(trainer, "datamodule", None), "tokenizer", None)
+    if data_tokenizer is None:
+        return
+    model_tokenizer = _resolve_tokenizer(text_encoder.config)
+    if data_tokenizer.get_vocab() != model_tokenizer.get_vocab():
+        raise ValueError(
+            f"the data's tokenizer ({len(data_tokenizer)} tokens) is not the text encoder's "
+            f"({len(model_tokenizer)} tokens, from {text_encoder.config.tokenizer or 'the packaged default'}): "
+            "set data.init_args.tokenizer to the model's tokenizer folder"
+        )
+
+
 def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
     """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_ratio``."""
     if step < warmup_steps:
@@ -71,6 +87,27 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def text_config_from(init_from: str, text: TextEncoderConfig) -> TextEncoderConfig:
+    """The text-encoder config of a saved (e.g. distilled) encoder, keeping run-time fields of ``text``."""
+    from pathlib import Path
+
+    folder = Path(init_from)
+    if (folder / "text_encoder").is_dir():
+        folder = folder / "text_encoder"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"init_from={init_from!r}: expected a babeltower hub folder with text_encoder/ or a text encoder "
+            f"folder with config.json; {folder / 'config.json'} is missing"
+        )
+    return TextEncoderConfig(
+        pretrained=str(folder),
+        tokenizer=str(folder),
+        pooling=text.pooling,
+        attn_backend=text.attn_backend,
+        gradient_checkpointing=text.gradient_checkpointing,
+    )
+
+
 class ContrastiveSystem(L.LightningModule):
     """Trains :class:`~babeltower.models.clip.CLIPModel` on image-text batches.
 
@@ -79,7 +116,9 @@ class ContrastiveSystem(L.LightningModule):
         text: shared text encoder (``pretrained`` to start from real weights).
         embed_dim: joint embedding width.
         init_from: hub folder or text-encoder folder to initialise the text encoder from
-            (e.g. a distilled multilingual student); None trains from scratch.
+            (e.g. a distilled multilingual student, ``babeltower export`` of a distill run);
+            its architecture and tokenizer come from the folder (of ``text`` only pooling,
+            attn_backend and gradient_checkpointing apply). None trains from scratch.
         freeze_text: keep the text encoder's backbone frozen (LiT-style locked text).
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to biases, norms, logit_scale).
@@ -104,6 +143,8 @@ class ContrastiveSystem(L.LightningModule):
         super().__init__()
         vision = vision if isinstance(vision, VisionConfig) else VisionConfig(**vision)
         text = text if isinstance(text, TextEncoderConfig) else TextEncoderConfig(**text)
+        if init_from:
+            text = text_config_from(init_from, text)
         self.save_hyperparameters()
         # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True)
         # (LightningCLI's --ckpt_path parsing does); LightningCLI's own `_class_path` stays.
@@ -119,6 +160,9 @@ class ContrastiveSystem(L.LightningModule):
 
     def forward(self, pixel_values, input_ids, attention_mask):
         return self.model(pixel_values, input_ids, attention_mask)
+
+    def on_fit_start(self):
+        check_data_tokenizer(self.trainer, self.model.text)
 
     def _shared_step(self, batch):
         image_features, text_features, scale = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
