@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-TOOL_VERBS = ("data", "eval", "export", "demo")
+TOOL_VERBS = ("data", "eval", "export", "demo", "transcribe")
 
 
 # --------------------------------------------------------------------------- LightningCLI
@@ -53,6 +53,7 @@ def load_system_from_checkpoint(ckpt_path: str | Path):
     """Loads a babeltower LightningModule from a ``.ckpt``, whatever its task."""
     import torch
 
+    from babeltower.train.asr import ASRSystem
     from babeltower.train.contrastive import ContrastiveSystem
     from babeltower.train.distill import DistillationSystem
 
@@ -64,6 +65,7 @@ def load_system_from_checkpoint(ckpt_path: str | Path):
     systems = {
         "babeltower.train.contrastive.ContrastiveSystem": ContrastiveSystem,
         "babeltower.train.distill.DistillationSystem": DistillationSystem,
+        "babeltower.train.asr.ASRSystem": ASRSystem,
     }
     if class_path not in systems:
         raise ValueError(f"{ckpt_path}: unknown system {class_path!r}; babeltower knows {sorted(systems)}")
@@ -126,6 +128,21 @@ def cmd_data(args) -> int:
             num_scene_val=args.num_val,
             cldr=not args.no_cldr,
             seed=args.seed,
+            overwrite=args.overwrite,
+        )
+        for split, paths in splits.items():
+            print(f"{split}: {len(paths)} shard(s) in {Path(args.out) / split}")
+        return 0
+    if args.data_verb == "synth" and args.kind == "speech":
+        from babeltower.datasets.synthetic.speech import write_speech_shards
+
+        splits = write_speech_shards(
+            args.out,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            languages=args.languages.split(",") if args.languages else None,
+            seed=args.seed,
+            samples_per_shard=args.samples_per_shard,
             overwrite=args.overwrite,
         )
         for split, paths in splits.items():
@@ -275,6 +292,73 @@ def run_bitext_eval(model_path, shards, out_dir, *, languages=None, batch_size=2
     return report, write_bitext_report(report, out_dir)
 
 
+def load_asr_any(path):
+    """An ASRModel from an exported hub folder or an ASR checkpoint."""
+    from babeltower.models.asr import ASRModel
+
+    path = Path(path)
+    if path.is_dir():
+        return ASRModel.from_pretrained(path).eval()
+    system = load_system_from_checkpoint(path)
+    if not hasattr(system, "features"):
+        raise ValueError(f"{path} is not an ASR checkpoint")
+    return system.model.eval()
+
+
+def run_asr_eval(model_path, shards, out_dir, *, beam_size=1, batch_size=16):
+    """Transcribes evaluation shards, scores them (WER/CER, HiKE MER/PIER); returns (report, paths)."""
+    import torch
+
+    from babeltower.datasets.speech import SpeechDataModule
+    from babeltower.eval.asr import evaluate_asr, write_asr_report
+    from tqdm.auto import tqdm
+
+    model = load_asr_any(model_path)
+    dm = SpeechDataModule(train_shards=shards, val_shards=shards, batch_size=batch_size,
+                          max_seconds=model.config.max_seconds)
+    dm.setup("validate")
+    utterances, bad = [], []
+    with torch.no_grad():
+        for batch in tqdm(dm.val_dataloader(), desc="transcribing", unit="batch"):
+            hyps = model.transcribe(batch["waveforms"], batch["audio_lengths"], beam_size=beam_size)
+            for ref, hyp, lang, meta in zip(batch["text"], hyps, batch["lang"], batch["meta"]):
+                utterances.append({"ref": ref, "hyp": hyp, "lang": lang, "meta": meta})
+            bad.extend(batch.get("bad_samples", []))
+    report = evaluate_asr(utterances)
+    report.update(model=str(model_path), shards=shards, beam_size=beam_size, bad_samples=len(bad),
+                  examples=utterances[:: max(1, len(utterances) // 20)][:20])
+    return report, write_asr_report(report, out_dir)
+
+
+def cmd_transcribe(args) -> int:
+    """One transcript per file and the real-time factor; a bad file gets its error, the rest go on."""
+    import torch
+
+    from babeltower.modalities.audio import load_audio
+
+    model = load_asr_any(args.model)
+    failures = 0
+    total_audio = total_time = 0.0
+    for path in args.audio:
+        try:
+            wave = load_audio(path, target_rate=model.config.sample_rate, where=str(path),
+                              max_seconds=model.config.max_seconds)
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            print(f"{path}\tERROR: {error}")
+            failures += 1
+            continue
+        started = time.perf_counter()
+        with torch.no_grad():
+            text = model.transcribe(wave, beam_size=args.beam_size)[0]
+        elapsed = time.perf_counter() - started
+        seconds = wave.numel() / model.config.sample_rate
+        total_audio, total_time = total_audio + seconds, total_time + elapsed
+        print(f"{path}\t{text}\t(RTF {elapsed / seconds:.3f})")
+    if total_audio:
+        print(f"real-time factor: {total_time / total_audio:.3f} ({total_audio:.1f} s of audio in {total_time:.2f} s)")
+    return 1 if failures == len(args.audio) else 0
+
+
 def cmd_eval(args) -> int:
     if args.task == "retrieval":
         report, paths = run_retrieval_eval(
@@ -286,6 +370,11 @@ def cmd_eval(args) -> int:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
         )
+        print(report["markdown"])
+        print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+        return 0
+    if args.task == "asr":
+        report, paths = run_asr_eval(args.model, args.shards, args.out, beam_size=args.beam_size)
         print(report["markdown"])
         print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
         return 0
@@ -394,6 +483,26 @@ def demo_distill(args, work: Path) -> dict:
     return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
 
 
+def demo_asr(args, work: Path) -> dict:
+    """espeak-ng speech -> ASR fit -> WER/CER/MER eval -> export."""
+    from babeltower.datasets.synthetic.speech import write_speech_shards
+
+    data = work / "data" / "speech"
+    run_dir = _fresh_run_dir(work / "asr", args.overwrite)
+    if not (data / "train").exists() or args.overwrite:
+        print(f"[asr] synthesising speech with espeak-ng to {data}")
+        write_speech_shards(data, num_train=args.num_speech_train, num_val=args.num_speech_val, overwrite=True)
+    else:
+        print(f"[asr] reusing speech in {data}")
+    print(f"[asr] training ({args.asr_config})")
+    ckpt = _fit(args.asr_config, run_dir, str(data / "train"), str(data / "val"))
+    print(f"[asr] evaluating {ckpt}")
+    report, paths = run_asr_eval(ckpt, str(data / "val"), run_dir / "eval")
+    print(report["markdown"])
+    hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
+    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+
+
 def compare_starts(scratch: dict, distilled: dict, out_dir: Path) -> dict[str, Path]:
     """The AltCLIP-style table: per-language retrieval from scratch vs from the distilled encoder."""
     from babeltower.eval.report import bar_chart, markdown_table, write_json
@@ -432,6 +541,8 @@ def cmd_demo(args) -> int:
         results["contrastive"] = demo_contrastive(args, work)
     elif args.task == "distill":
         results["distill"] = demo_distill(args, work)
+    elif args.task == "asr":
+        results["asr"] = demo_asr(args, work)
     else:  # all: stage 1 (distillation), then the contrastive head without and with it
         results["distill"] = demo_distill(args, work)
         results["contrastive"] = demo_contrastive(args, work)
@@ -439,6 +550,8 @@ def cmd_demo(args) -> int:
             args, work, init_from=str(results["distill"]["hub"]), name="contrastive_distilled"
         )
         results["comparison"] = {"paths": compare_starts(results["contrastive"], results["contrastive_distilled"], work)}
+        if args.with_asr:
+            results["asr"] = demo_asr(args, work)
     minutes = (time.time() - started) / 60
     print(f"\nmain job done in {minutes:.1f} min")
     for name, result in results.items():
@@ -464,7 +577,10 @@ def build_tool_parser() -> argparse.ArgumentParser:
     write.add_argument("--overwrite", action="store_true", help="replace existing shards")
 
     synth = data.add_parser("synth", help="generate synthetic multilingual data")
-    synth.add_argument("kind", choices=["scenes", "parallel"], help="scenes (images) or parallel (English<->other text)")
+    synth.add_argument(
+        "kind", choices=["scenes", "parallel", "speech"],
+        help="scenes (images), parallel (English<->other text) or speech (espeak-ng audio, incl. ko-en code-switching)",
+    )
     synth.add_argument("out")
     synth.add_argument("--num-train", type=int, default=20000, help="scenes (parallel: scene specs)")
     synth.add_argument("--num-val", type=int, default=1000)
@@ -504,6 +620,17 @@ def build_tool_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", required=True)
     bt.add_argument("--languages", default=None)
 
+    asr = ev.add_parser("asr", help="WER/CER per language, HiKE MER/PIER per code-switching level")
+    asr.add_argument("model", help="hub folder of an ASR model, or an ASR .ckpt")
+    asr.add_argument("--shards", required=True)
+    asr.add_argument("--out", required=True)
+    asr.add_argument("--beam-size", type=int, default=1, help="1: greedy CTC decoding; >1: prefix beam search")
+
+    tr = sub.add_parser("transcribe", help="transcribe audio files (any rate, any channel count, wav/flac)")
+    tr.add_argument("model", help="hub folder of an ASR model, or an ASR .ckpt")
+    tr.add_argument("audio", nargs="+")
+    tr.add_argument("--beam-size", type=int, default=1)
+
     exp = sub.add_parser("export", help="Lightning checkpoint -> hub folder")
     exp.add_argument("ckpt")
     exp.add_argument("out")
@@ -511,7 +638,14 @@ def build_tool_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true")
 
     demo = sub.add_parser("demo", help="the main job: synthetic data, training, evaluation, export")
-    demo.add_argument("task", choices=["all", "contrastive", "distill"], help="which head (all: distill, then contrastive without and with it)")
+    demo.add_argument(
+        "task", choices=["all", "contrastive", "distill", "asr"],
+        help="which head (all: distill, then contrastive without and with it; --with-asr adds speech)",
+    )
+    demo.add_argument("--with-asr", action="store_true", help="all: also run the speech head")
+    demo.add_argument("--asr-config", default="configs/tiny/asr_demo.yaml")
+    demo.add_argument("--num-speech-train", type=int, default=6000)
+    demo.add_argument("--num-speech-val", type=int, default=400)
     demo.add_argument("--workdir", default="runs/demo")
     demo.add_argument("--config", default="configs/tiny/contrastive_demo.yaml")
     demo.add_argument("--distill-config", default="configs/tiny/distill_demo.yaml")
@@ -527,7 +661,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TOOL_VERBS:
         args = build_tool_parser().parse_args(argv)
-        handler = {"data": cmd_data, "eval": cmd_eval, "export": cmd_export, "demo": cmd_demo}[args.verb]
+        handler = {
+            "data": cmd_data, "eval": cmd_eval, "export": cmd_export, "demo": cmd_demo, "transcribe": cmd_transcribe,
+        }[args.verb]
         return handler(args)
     lightning_cli(argv)
     return 0

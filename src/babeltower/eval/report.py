@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 
-def _fmt(value) -> str:
+def _fmt(value, precision: int = 3) -> str:
     if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.3f}"
+        return "–" if math.isnan(value) else f"{value:.{precision}f}"
     return str(value)
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], first: str = "lang") -> str:
-    """Rows keyed by language (or any name), one column per metric."""
+def markdown_table(
+    rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], first: str = "lang", precision: int = 3
+) -> str:
+    """Rows keyed by language (or any name), one column per metric, floats to ``precision`` digits."""
     header = f"| {first} | " + " | ".join(columns) + " |"
     rule = "|" + "---|" * (len(columns) + 1)
     lines = [header, rule]
     for name, row in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, float("nan"))) for c in columns) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, float("nan")), precision) for c in columns) + " |")
     return "\n".join(lines)
 
 

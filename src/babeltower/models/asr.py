@@ -1,0 +1,631 @@
+"""CTC speech recognition head: conv subsampling, Conformer (or Transformer) blocks, CTC.
+
+Pipeline, in the order data flows::
+
+    waveform (B, N) --ASRFeatures--> log-mel (B, n_mels, T)      [outside ASRModel]
+        --Conv2dSubsampling (4x)--> (B, T', d) + sinusoidal positions
+        --blocks (attention() with a key padding mask)--> states (B, T', d)
+        --ctc_head--> log_probs (B, T', V + 1)
+
+Design choices:
+
+* The front end (:class:`ASRFeatures`: LogMel + per-utterance normalisation) is *not* a
+  submodule of :class:`ASRModel`. It has no weights, so the model's state dict and
+  ``model.safetensors`` hold learnable tensors only; the training system runs it (and
+  SpecAugment) before the model, and :meth:`ASRModel.transcribe` builds one from the
+  config for inference on raw waveforms.
+* Vocabulary: the shared byte-level BPE tokenizer (``vocab_size`` tokens) plus one CTC
+  blank appended at index ``blank_id == vocab_size`` (NeMo's convention), so token ids
+  and CTC output indices coincide and special tokens simply never occur in targets.
+* Conformer block (Gulati et al. 2020): ½ macaron feed-forward, self-attention, conv
+  module, ½ feed-forward, LayerNorm. The conv module's normalisation is a LayerNorm
+  over channels instead of BatchNorm (NeMo's ``conv_norm_type: layer_norm``): BatchNorm
+  statistics would mix in padding frames and differ between batch and single-utterance
+  inference. Positions are absolute sinusoids added after subsampling (no relative
+  position bias), so every block can use the project's one :func:`attention` kernel.
+* Padding: frames beyond each utterance's length are zeroed before every convolution
+  (subsampling and depthwise) and masked out as attention keys, so an utterance's
+  outputs are the same alone or padded inside a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from babeltower.models.attention import ATTENTION_BACKENDS, attention
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+BLOCK_TYPES: tuple[str, ...] = ("conformer", "transformer")
+SUBSAMPLING_TYPES: tuple[str, ...] = ("conv2d",)
+#: LogMel's 10 ms hop: feature frames per second of audio.
+FRAMES_PER_SECOND = 100
+#: Time reduction of the "conv2d" subsampling (two stride-2 convolutions).
+SUBSAMPLING_FACTOR = 4
+
+
+@dataclass
+class ASRConfig:
+    """Architecture of the CTC speech recognizer."""
+
+    n_mels: int = 80
+    """Log-mel bins of the input features (LogMel, 16 kHz, 25 ms window, 10 ms hop)."""
+
+    sample_rate: int = 16000
+    """Waveform rate the front end expects (used by ASRFeatures / transcribe)."""
+
+    subsampling: str = "conv2d"
+    """Time reduction before the blocks: "conv2d" = two stride-2 3x3 Conv2d + GELU (4x,
+    Whisper/NeMo style): 10 ms frames become 40 ms frames."""
+
+    d_model: int = 144
+    """Width of the encoder states (also the subsampling conv channels)."""
+
+    num_layers: int = 4
+    """Number of encoder blocks."""
+
+    num_heads: int = 4
+    """Attention heads per block; must divide d_model."""
+
+    ff_mult: int = 4
+    """Feed-forward inner width as a multiple of d_model."""
+
+    conv_kernel: int = 15
+    """Depthwise convolution kernel of the Conformer conv module (odd, in 40 ms frames)."""
+
+    block: str = "conformer"
+    """Encoder block type: "conformer" (FF/2, attention, conv module, FF/2) or
+    "transformer" (pre-LN attention + feed-forward)."""
+
+    dropout: float = 0.1
+    """Dropout on residual branches, positions and attention probabilities."""
+
+    attn_backend: str = "sdpa"
+    """Attention kernel: "sdpa", "math" (reference) or "xformers" (CUDA only)."""
+
+    vocab_size: int = 0
+    """Tokenizer vocabulary size V; the CTC head has V + 1 outputs (blank = V). 0: take
+    it from the tokenizer."""
+
+    tokenizer: Optional[str] = None
+    """Tokenizer folder; None: babeltower's packaged default tokenizer."""
+
+    text_dim: Optional[int] = None
+    """Output width of utterance_embedding's projection (the text encoder's embedding
+    width, for the SAMU-XLSR-style alignment loss); None: no projection, the pooled
+    states (width d_model) are the embedding."""
+
+    gradient_checkpointing: bool = False
+    """Recompute block activations in backward to save memory (training mode only)."""
+
+    max_seconds: float = 30.0
+    """Longest input accepted, in seconds of audio; longer features raise an error."""
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCK_TYPES:
+            raise ValueError(f"ASRConfig.block must be one of {BLOCK_TYPES}, got {self.block!r}")
+        if self.subsampling not in SUBSAMPLING_TYPES:
+            raise ValueError(f"ASRConfig.subsampling must be one of {SUBSAMPLING_TYPES}, got {self.subsampling!r}")
+        if self.attn_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"ASRConfig.attn_backend must be one of {ATTENTION_BACKENDS}, got {self.attn_backend!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"ASRConfig.d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise ValueError(f"ASRConfig.conv_kernel must be a positive odd number, got {self.conv_kernel}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ASRConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size < 0:
+            raise ValueError(f"ASRConfig.vocab_size must be >= 0 (0: from the tokenizer), got {self.vocab_size}")
+        if self.text_dim is not None and self.text_dim <= 0:
+            raise ValueError(f"ASRConfig.text_dim must be a positive int or None, got {self.text_dim}")
+
+
+def asr_tiny(**overrides) -> ASRConfig:
+    """A test-sized recognizer: d_model 64, 2 Conformer layers, 4 heads."""
+    fields = dict(d_model=64, num_layers=2, num_heads=4, ff_mult=2, conv_kernel=7)
+    fields.update(overrides)
+    return ASRConfig(**fields)
+
+
+def asr_small(**overrides) -> ASRConfig:
+    """The default size: d_model 144, 4 Conformer layers (about Conformer-S width)."""
+    return ASRConfig(**overrides)
+
+
+def load_asr_tokenizer(config: ASRConfig):
+    """The tokenizer named by ``config.tokenizer`` (None: the packaged default)."""
+    from babeltower.modalities.text import default_tokenizer_path, load_tokenizer
+
+    return load_tokenizer(config.tokenizer if config.tokenizer is not None else default_tokenizer_path())
+
+
+def lengths_to_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,) lengths -> (B, size) bool, True at valid positions."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _conv_out_length(lengths: torch.Tensor) -> torch.Tensor:
+    # kernel 3, stride 2, padding 1: floor((L + 2 - 3) / 2) + 1
+    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+
+
+# --- front end ---------------------------------------------------------------------------
+
+
+class ASRFeatures(nn.Module):
+    """Waveforms -> normalised log-mel features and frame counts (no learnable weights).
+
+    Normalisation is per utterance over all bins and its valid frames (zero mean, unit
+    variance; NeMo's ``normalize: all_features``). Per-bin normalisation would erase a
+    steady tone, and a global constant would depend on the recording level. Padding
+    frames are set to 0.
+
+    Args:
+        n_mels: Mel bins.
+        sample_rate: Waveform rate in Hz.
+    """
+
+    def __init__(self, n_mels: int = 80, sample_rate: int = 16000):
+        super().__init__()
+        from babeltower.modalities.audio import LogMel
+
+        self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels)
+
+    def forward(self, waveforms: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: waveforms (B, N) padded samples; audio_lengths (B,) valid samples.
+
+        Returns:
+            features (B, n_mels, T) float32 and frame_lengths (B,) long.
+        """
+        features = self.logmel(waveforms)  # (B, n_mels, T)
+        frame_lengths = self.logmel.lengths_to_frames(audio_lengths.long()).clamp(max=features.shape[-1])  # (B,)
+        valid = lengths_to_mask(frame_lengths, features.shape[-1])[:, None, :]  # (B, 1, T)
+        count = (frame_lengths * features.shape[1]).clamp(min=1).to(features.dtype)[:, None, None]  # (B, 1, 1)
+        mean = (features * valid).sum(dim=(1, 2), keepdim=True) / count
+        var = ((features - mean).square() * valid).sum(dim=(1, 2), keepdim=True) / count
+        features = (features - mean) / (var.sqrt() + 1e-5)
+        return features.masked_fill(~valid, 0.0), frame_lengths
+
+
+# --- encoder -----------------------------------------------------------------------------
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two stride-2 3x3 Conv2d + GELU over (time, mel), then a linear map to d_model."""
+
+    def __init__(self, n_mels: int, d_model: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, d_model, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(d_model, d_model, kernel_size=3, stride=2, padding=1)
+        freq = (((n_mels - 1) // 2 + 1) - 1) // 2 + 1
+        self.out_proj = nn.Linear(d_model * freq, d_model)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # features: (B, F, T); zero padding frames so they look like the convs' own zero padding.
+        x = features.masked_fill(~lengths_to_mask(lengths, features.shape[-1])[:, None, :], 0.0)
+        x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
+        x = F.gelu(self.conv1(x))  # (B, C, T1, F1)
+        lengths = _conv_out_length(lengths)
+        x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
+        x = F.gelu(self.conv2(x))  # (B, C, T2, F2)
+        lengths = _conv_out_length(lengths)
+        b, c, t, f = x.shape
+        x = x.permute(0, 2, 1, 3).reshape(b, t, c * f)  # (B, T2, C*F2)
+        return self.out_proj(x), lengths  # (B, T2, d)
+
+
+def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(length, dim) sine/cosine position table (Vaswani et al. 2017)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (T, 1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: dim // 2])
+    return table.to(dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (HF names q_proj/k_proj/v_proj/out_proj) over :func:`attention`."""
+
+    def __init__(self, config: ASRConfig):
+        super().__init__()
+        d = config.d_model
+        self.num_heads, self.dropout, self.backend = config.num_heads, config.dropout, config.attn_backend
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, d); mask: (B, 1, 1, T) bool, True = real frame
+        b, t, d = x.shape
+        q, k, v = (proj(x).view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B, nh, T, hs)
+        y = attention(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))  # (B, T, d)
+
+
+class FeedForward(nn.Module):
+    """LayerNorm -> Linear -> SiLU -> dropout -> Linear -> dropout."""
+
+    def __init__(self, config: ASRConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, d * config.ff_mult)
+        self.fc2 = nn.Linear(d * config.ff_mult, d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(F.silu(self.fc1(self.norm(x))))))
+
+
+class ConvModule(nn.Module):
+    """Conformer conv module: LN, pointwise conv + GLU, depthwise conv, LN, SiLU, pointwise conv."""
+
+    def __init__(self, config: ASRConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm = nn.LayerNorm(d)
+        self.pointwise_in = nn.Conv1d(d, 2 * d, kernel_size=1)
+        self.depthwise = nn.Conv1d(d, d, kernel_size=config.conv_kernel, padding=config.conv_kernel // 2, groups=d)
+        self.conv_norm = nn.LayerNorm(d)  # LayerNorm, not BatchNorm: see the module docstring
+        self.pointwise_out = nn.Conv1d(d, d, kernel_size=1)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, d); valid: (B, T) bool
+        y = F.glu(self.pointwise_in(self.norm(x).transpose(1, 2)), dim=1)  # (B, d, T)
+        y = self.depthwise(y.masked_fill(~valid[:, None, :], 0.0))  # (B, d, T)
+        y = F.silu(self.conv_norm(y.transpose(1, 2)))  # (B, T, d)
+        return self.dropout(self.pointwise_out(y.transpose(1, 2)).transpose(1, 2))  # (B, T, d)
+
+
+class ConformerBlock(nn.Module):
+    """x + FF/2, x + MHSA, x + Conv, x + FF/2, then LayerNorm (Gulati et al. 2020)."""
+
+    def __init__(self, config: ASRConfig):
+        super().__init__()
+        self.ff1 = FeedForward(config)
+        self.attn_norm = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.conv = ConvModule(config)
+        self.ff2 = FeedForward(config)
+        self.final_norm = nn.LayerNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.dropout(self.attn(self.attn_norm(x), valid[:, None, None, :]))
+        x = x + self.conv(x, valid)
+        x = x + 0.5 * self.ff2(x)
+        return self.final_norm(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN transformer encoder block: x + MHSA(LN x), x + FF(LN x)."""
+
+    def __init__(self, config: ASRConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.ff = FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), valid[:, None, None, :]))
+        return x + self.ff(x)
+
+
+class ASRModel(nn.Module):
+    """CTC speech recognizer over the shared tokenizer's vocabulary.
+
+    Args:
+        config: the architecture; ``vocab_size`` 0 is resolved from the tokenizer and
+            written back into ``self.config``.
+
+    Attributes:
+        tokenizer: the shared byte-level BPE tokenizer (token id == CTC output index).
+        blank_id: index of the CTC blank, ``== config.vocab_size`` (the last output).
+    """
+
+    def __init__(self, config: ASRConfig):
+        super().__init__()
+        self.tokenizer = load_asr_tokenizer(config)
+        if config.vocab_size == 0:
+            config = dataclasses.replace(config, vocab_size=len(self.tokenizer))
+        elif config.vocab_size < len(self.tokenizer):
+            raise ValueError(
+                f"ASRConfig.vocab_size={config.vocab_size} is smaller than the tokenizer's {len(self.tokenizer)} "
+                f"tokens ({config.tokenizer or 'the packaged default'}); "
+                "set vocab_size: 0 to take it from the tokenizer"
+            )
+        self.config = config
+        self.blank_id = config.vocab_size
+        self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        block = ConformerBlock if config.block == "conformer" else TransformerBlock
+        self.blocks = nn.ModuleList(block(config) for _ in range(config.num_layers))
+        # A Transformer stack is pre-LN and needs a final norm; a Conformer block ends in one.
+        self.final_norm = nn.LayerNorm(config.d_model) if config.block == "transformer" else nn.Identity()
+        self.ctc_head = nn.Linear(config.d_model, config.vocab_size + 1)
+        self.utterance_projection = (
+            nn.Linear(config.d_model, config.text_dim) if config.text_dim is not None else None
+        )
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) feature frame counts -> (B,) encoder frame counts (4x subsampling)."""
+        return _conv_out_length(_conv_out_length(lengths))
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encodes log-mel features and scores every output frame.
+
+        Args:
+            features: (B, n_mels, T) normalised log-mel features (see :class:`ASRFeatures`).
+            lengths: (B,) valid frames per utterance.
+
+        Returns:
+            log_probs (B, T', V + 1) float32 CTC log-probabilities (blank last),
+            out_lengths (B,) valid output frames, states (B, T', d) encoder states.
+        """
+        if features.dim() != 3 or features.shape[1] != self.config.n_mels:
+            raise ValueError(
+                f"ASRModel expects features (B, n_mels={self.config.n_mels}, T), got {tuple(features.shape)}"
+            )
+        max_frames = int(self.config.max_seconds * FRAMES_PER_SECOND) + 1
+        if features.shape[-1] > max_frames:
+            raise ValueError(
+                f"input has {features.shape[-1]} frames ({features.shape[-1] / FRAMES_PER_SECOND:.1f} s), over "
+                f"ASRConfig.max_seconds={self.config.max_seconds}; split the audio or raise max_seconds"
+            )
+        lengths = lengths.to(features.device).long()
+        x, out_lengths = self.subsampling(features, lengths)  # (B, T', d)
+        x = self.dropout(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype))
+        valid = lengths_to_mask(out_lengths, x.shape[1])  # (B, T')
+        for block in self.blocks:
+            if self.config.gradient_checkpointing and self.training:
+                from torch.utils.checkpoint import checkpoint
+
+                x = checkpoint(block, x, valid, use_reentrant=False)
+            else:
+                x = block(x, valid)
+        states = self.final_norm(x)  # (B, T', d)
+        log_probs = F.log_softmax(self.ctc_head(states).float(), dim=-1)  # (B, T', V+1)
+        return log_probs, out_lengths, states
+
+    def utterance_embedding(self, states: torch.Tensor, out_lengths: torch.Tensor) -> torch.Tensor:
+        """Mean of the valid encoder states, projected to ``text_dim`` (SAMU-XLSR-style).
+
+        Args:
+            states: (B, T', d) from :meth:`forward`.
+            out_lengths: (B,) valid frames.
+
+        Returns:
+            (B, text_dim), or (B, d) when ``config.text_dim`` is None.
+        """
+        weights = lengths_to_mask(out_lengths, states.shape[1]).to(states.dtype)[..., None]  # (B, T', 1)
+        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, d)
+        return self.utterance_projection(pooled) if self.utterance_projection is not None else pooled
+
+    # --- decoding ------------------------------------------------------------------------
+
+    def decode_tokens(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        """Token id lists -> strings with the tokenizer (special tokens skipped)."""
+        return [self.tokenizer.decode(list(ids), skip_special_tokens=True) for ids in token_ids]
+
+    @torch.no_grad()
+    def transcribe(
+        self, waveforms: torch.Tensor, audio_lengths: Optional[torch.Tensor] = None, beam_size: int = 1
+    ) -> list[str]:
+        """Waveforms at ``config.sample_rate`` -> transcripts (greedy, or beam search if beam_size > 1).
+
+        Args:
+            waveforms: (B, N) padded or (N,) samples.
+            audio_lengths: (B,) valid samples; None: all N.
+            beam_size: 1 for greedy decoding, else CTC prefix beam search width.
+        """
+        if waveforms.dim() == 1:
+            waveforms = waveforms[None]
+        if audio_lengths is None:
+            audio_lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
+        device = next(self.parameters()).device
+        front_end = ASRFeatures(self.config.n_mels, self.config.sample_rate).to(device)
+        features, frame_lengths = front_end(waveforms.to(device), audio_lengths.to(device))
+        was_training = self.training
+        self.eval()
+        try:
+            log_probs, out_lengths, _ = self(features, frame_lengths)
+        finally:
+            self.train(was_training)
+        if beam_size > 1:
+            tokens = beam_search_decode(log_probs, out_lengths, beam_size=beam_size, blank=self.blank_id)
+        else:
+            tokens = greedy_decode(log_probs, out_lengths, blank=self.blank_id)
+        return self.decode_tokens(tokens)
+
+    # --- save / load ---------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Writes ``config.json`` (ASRConfig, vocab_size resolved, tokenizer null),
+        ``model.safetensors`` and the tokenizer files into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        fields = dataclasses.asdict(self.config)
+        fields["tokenizer"] = None  # the folder holds the tokenizer itself
+        fields["gradient_checkpointing"] = False
+        (folder / CONFIG_FILE).write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        self.tokenizer.save_pretrained(str(folder))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu", **overrides) -> "ASRModel":
+        """Loads a folder written by :meth:`save_pretrained` (or a hub folder with ``asr/``), strictly.
+
+        Args:
+            folder: the model folder, or an exported hub folder containing ``asr/``.
+            map_location: device for the weights.
+            **overrides: run-time ASRConfig fields (``attn_backend``, ``dropout``,
+                ``gradient_checkpointing``, ``max_seconds``).
+
+        Returns:
+            The model in eval mode.
+
+        Raises:
+            FileNotFoundError: a required file is missing (named).
+            ValueError: unknown config fields, or an override that changes weights.
+            RuntimeError: missing/unexpected/mis-shaped weights (keys named).
+        """
+        from safetensors.torch import load_file
+
+        from babeltower.models.hub import strict_load
+
+        folder = Path(folder)
+        if (folder / "asr").is_dir():
+            folder = folder / "asr"
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(
+                    f"{str(folder)!r} is not a babeltower ASR folder: {name} is missing "
+                    "(ASRModel.save_pretrained writes it)"
+                )
+        fields = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(ASRConfig)}
+        unknown = sorted(set(fields) - known) + sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"{folder / CONFIG_FILE}: unknown ASRConfig fields {unknown}; known: {sorted(known)}")
+        runtime = {"attn_backend", "dropout", "gradient_checkpointing", "max_seconds"}
+        if set(overrides) - runtime:
+            raise ValueError(f"cannot override {sorted(set(overrides) - runtime)} when loading saved weights")
+        fields.update(overrides, tokenizer=str(folder))
+        model = cls(ASRConfig(**fields))
+        if len(model.tokenizer) != model.config.vocab_size:
+            raise ValueError(
+                f"{folder}: the tokenizer has {len(model.tokenizer)} tokens but {CONFIG_FILE} has "
+                f"vocab_size={model.config.vocab_size}"
+            )
+        strict_load(model, load_file(str(folder / WEIGHTS_FILE), device=map_location), str(folder / WEIGHTS_FILE))
+        return model.to(map_location).eval()
+
+
+# --- CTC decoding ------------------------------------------------------------------------
+
+
+def _blank_index(log_probs: torch.Tensor, blank: Optional[int]) -> int:
+    return log_probs.shape[-1] - 1 if blank is None else blank
+
+
+def greedy_decode(
+    log_probs: torch.Tensor, lengths: Optional[torch.Tensor] = None, blank: Optional[int] = None
+) -> list[list[int]]:
+    """Best-path CTC decoding: argmax per frame, collapse repeats, drop blanks.
+
+    Args:
+        log_probs: (B, T, C) scores (log-probabilities or logits).
+        lengths: (B,) valid frames; None: all T.
+        blank: blank index; None: the last class (``ASRModel.blank_id``).
+
+    Returns:
+        One token id list per utterance.
+    """
+    blank = _blank_index(log_probs, blank)
+    best = log_probs.argmax(dim=-1).cpu()  # (B, T)
+    lengths = [best.shape[1]] * best.shape[0] if lengths is None else lengths.tolist()
+    out = []
+    for row, length in zip(best.tolist(), lengths):
+        tokens, previous = [], None
+        for token in row[:length]:
+            if token != previous and token != blank:
+                tokens.append(token)
+            previous = token
+        out.append(tokens)
+    return out
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    hi, lo = (a, b) if a > b else (b, a)
+    return hi + math.log1p(math.exp(lo - hi))
+
+
+def beam_search_decode(
+    log_probs: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    beam_size: int = 8,
+    blank: Optional[int] = None,
+    token_candidates: Optional[int] = None,
+) -> list[list[int]]:
+    """CTC prefix beam search (Hannun et al. 2014), no language model.
+
+    Each prefix keeps two log-probabilities, ending in blank and ending in a token, so
+    that all alignments of a prefix are summed (unlike best path). Per frame, only the
+    ``token_candidates`` most likely tokens plus each beam's last token are tried as
+    extensions (the latter keeps the "repeat collapses into the prefix" mass exact).
+
+    Args:
+        log_probs: (B, T, C) log-probabilities.
+        lengths: (B,) valid frames; None: all T.
+        beam_size: prefixes kept after each frame.
+        blank: blank index; None: the last class.
+        token_candidates: tokens tried per frame; None: ``beam_size`` (all if C is smaller).
+
+    Returns:
+        The most probable prefix per utterance, as token id lists.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    blank = _blank_index(log_probs, blank)
+    scores = log_probs.detach().float().cpu()
+    num_classes = scores.shape[-1]
+    k = min(num_classes, (token_candidates or beam_size) + 1)  # +1: blank may be among the top
+    lengths = [scores.shape[1]] * scores.shape[0] if lengths is None else lengths.tolist()
+    results = []
+    for b, length in enumerate(lengths):
+        frames = scores[b, :length]  # (T, C)
+        top = frames.topk(k, dim=-1).indices.tolist()  # (T, k)
+        frames_list = frames.tolist()
+        neg_inf = -math.inf
+        beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg_inf)}  # prefix -> (p_blank, p_token)
+        for t in range(length):
+            lp = frames_list[t]
+            candidates = {c for c in top[t] if c != blank}
+            candidates.update(prefix[-1] for prefix in beams if prefix)
+            nxt: dict[tuple[int, ...], list[float]] = {}
+
+            def entry(prefix):
+                if prefix not in nxt:
+                    nxt[prefix] = [neg_inf, neg_inf]
+                return nxt[prefix]
+
+            for prefix, (p_b, p_nb) in beams.items():
+                total = _logaddexp(p_b, p_nb)
+                e = entry(prefix)
+                e[0] = _logaddexp(e[0], total + lp[blank])  # blank: prefix unchanged, now ends in blank
+                last = prefix[-1] if prefix else None
+                for c in candidates:
+                    p = lp[c]
+                    if c == last:
+                        e[1] = _logaddexp(e[1], p_nb + p)  # repeat without blank collapses into prefix
+                        grown = entry(prefix + (c,))
+                        grown[1] = _logaddexp(grown[1], p_b + p)  # blank in between: a new token
+                    else:
+                        grown = entry(prefix + (c,))
+                        grown[1] = _logaddexp(grown[1], total + p)
+            ranked = sorted(nxt.items(), key=lambda item: _logaddexp(*item[1]), reverse=True)[:beam_size]
+            beams = {prefix: (p[0], p[1]) for prefix, p in ranked}
+        best = max(beams.items(), key=lambda item: _logaddexp(*item[1]))[0]
+        results.append(list(best))
+    return results

@@ -1,0 +1,284 @@
+"""CTC speech-recognition training system, with an optional SAMU-XLSR-style alignment loss.
+
+Loss::
+
+    loss = CTC(log_probs, labels) + align_weight * mean(1 - cos(utterance_embedding, text_embedding))
+
+where ``text_embedding`` is the shared multilingual text encoder's pooled, projected
+embedding (``TextEncoder(...).embeds``) of the transcript, frozen by default (Khurana
+et al. 2022, SAMU-XLSR: pull the utterance's mean-pooled speech states towards the
+sentence embedding of its transcript, so speech lands in the joint text space).
+``align_weight: 0`` disables it and builds no text encoder.
+
+The front end (:class:`~babeltower.models.asr.ASRFeatures`, log-mel + per-utterance
+normalisation) and SpecAugment (training only) run here, on the device, before the
+model. CTC uses ``zero_infinity``: a transcript with more tokens than output frames
+(40 ms each) contributes no gradient instead of an infinite loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from babeltower.models.asr import ASRConfig, ASRFeatures, ASRModel, greedy_decode
+from babeltower.models.text_encoder import TextEncoderConfig
+from babeltower.train.contrastive import cosine_with_warmup, param_groups, text_config_from
+
+# hub.model_card's usage line mentions a text_encoder/ subfolder, which an ASR export lacks.
+_CARD_TEXT_ENCODER_CLAUSE = "the `text_encoder/` subfolder loads with `transformers.AutoModel.from_pretrained`."
+_CARD_TOKENIZER_CLAUSE = "the `tokenizer/` subfolder loads with `transformers.AutoTokenizer.from_pretrained`."
+
+
+def ctc_loss(log_probs, out_lengths, labels, label_lengths, blank: int) -> torch.Tensor:
+    """Mean CTC loss per target token (torch ``reduction="mean"``), zero_infinity on.
+
+    Args:
+        log_probs: (B, T, V+1) log-probabilities.
+        out_lengths: (B,) valid frames.
+        labels: (B, L) token ids padded with any value (e.g. -100).
+        label_lengths: (B,) target lengths.
+        blank: blank index.
+    """
+    targets = labels.clamp(min=0)  # padding beyond label_lengths is ignored, but must be a valid index
+    return F.ctc_loss(
+        log_probs.float().transpose(0, 1),  # (T, B, V+1)
+        targets,
+        out_lengths,
+        label_lengths,
+        blank=blank,
+        reduction="mean",
+        zero_infinity=True,
+    )
+
+
+def _distilled_text_config(init_from: str, text: TextEncoderConfig) -> TextEncoderConfig:
+    """:func:`text_config_from`, keeping the saved encoder's projection.
+
+    The alignment target is the encoder's ``embeds``: for a distilled student that is its
+    projection into the teacher's space, so the projection (and its width) must come
+    from the folder too, not be replaced by a fresh one.
+    """
+    import json
+    from pathlib import Path
+
+    from babeltower.models.text_encoder import CONFIG_FILE
+
+    config = text_config_from(init_from, text)
+    saved = Path(config.pretrained) / CONFIG_FILE
+    if saved.is_file():
+        config = replace(config, projection_dim=json.loads(saved.read_text(encoding="utf-8")).get("projection_dim"))
+    return config
+
+
+class ASRSystem(L.LightningModule):
+    """Trains :class:`~babeltower.models.asr.ASRModel` with CTC (+ optional text alignment).
+
+    Args:
+        asr: recognizer architecture.
+        text: shared text encoder for the alignment loss; None: the default tiny
+            :class:`TextEncoderConfig` (only built when ``align_weight > 0``).
+        init_text_from: hub folder or text-encoder folder (e.g. a distilled encoder) to
+            take the text encoder's architecture, projection, tokenizer and weights from;
+            of ``text`` only pooling, attn_backend and gradient_checkpointing apply.
+        freeze_text: keep the whole text encoder frozen and in eval mode.
+        align_weight: weight of the 1 - cosine alignment loss; 0 disables it.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not on biases, norms).
+        warmup_steps: linear warm-up steps before cosine decay.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        spec_augment: apply SpecAugment to training features.
+    """
+
+    def __init__(
+        self,
+        asr: ASRConfig = ASRConfig(),
+        text: Optional[TextEncoderConfig] = None,
+        init_text_from: Optional[str] = None,
+        freeze_text: bool = True,
+        align_weight: float = 0.1,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-2,
+        warmup_steps: int = 200,
+        min_lr_ratio: float = 0.0,
+        spec_augment: bool = True,
+    ):
+        super().__init__()
+        asr = asr if isinstance(asr, ASRConfig) else ASRConfig(**asr)
+        if text is not None and not isinstance(text, TextEncoderConfig):
+            text = TextEncoderConfig(**text)
+        if align_weight < 0:
+            raise ValueError(f"ASRSystem.align_weight must be >= 0, got {align_weight}")
+        if init_text_from and align_weight == 0:
+            raise ValueError(
+                f"ASRSystem.init_text_from={init_text_from!r} has no effect with align_weight=0 (no text encoder "
+                "is built); set align_weight > 0 or drop init_text_from"
+            )
+        self.text_encoder = None
+        self.text_tokenizer = None
+        if align_weight > 0:
+            from babeltower.models.text_encoder import TextEncoder, _resolve_tokenizer
+
+            text = text or TextEncoderConfig()
+            if init_text_from:
+                text = _distilled_text_config(init_text_from, text)
+            self.text_encoder = TextEncoder(text)
+            if init_text_from:
+                from babeltower.models.hub import load_text_encoder_weights
+
+                load_text_encoder_weights(self.text_encoder, init_text_from)
+            self.text_tokenizer = _resolve_tokenizer(text)
+            if freeze_text:
+                self.text_encoder.requires_grad_(False)
+            asr = replace(asr, text_dim=self.text_encoder.embed_dim)
+        self.model = ASRModel(asr)
+        self.save_hyperparameters()
+        # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True). The
+        # stored asr config is the resolved one (vocab_size, text_dim) the weights belong to.
+        self.hparams["asr"] = asdict(self.model.config)
+        self.hparams["text"] = asdict(text) if text is not None else None
+        self.features = ASRFeatures(asr.n_mels, asr.sample_rate)
+        self.spec_augment = None
+        if spec_augment:
+            from babeltower.modalities.audio import SpecAugment
+
+            self.spec_augment = SpecAugment(freq_width=min(27, asr.n_mels // 3))
+        self._val_refs: list[str] = []
+        self._val_hyps: list[str] = []
+
+    def train(self, mode: bool = True):
+        """Keeps a frozen text encoder in eval mode (no dropout) while the rest trains."""
+        super().train(mode)
+        if self.text_encoder is not None and self.hparams.freeze_text:
+            self.text_encoder.eval()
+        return self
+
+    def forward(self, waveforms: torch.Tensor, audio_lengths: torch.Tensor):
+        """Waveforms (B, N) + valid samples (B,) -> (log_probs, out_lengths, states), see ASRModel.forward."""
+        features, frame_lengths = self.features(waveforms, audio_lengths)  # (B, n_mels, T), (B,)
+        if self.spec_augment is not None and self.training:
+            features = self.spec_augment(features, frame_lengths)
+        return self.model(features, frame_lengths)
+
+    def on_fit_start(self):
+        data_tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
+        if data_tokenizer is not None and data_tokenizer.get_vocab() != self.model.tokenizer.get_vocab():
+            raise ValueError(
+                f"the data's tokenizer ({len(data_tokenizer)} tokens) is not the ASR model's "
+                f"({len(self.model.tokenizer)} tokens, from {self.model.config.tokenizer or 'the packaged default'}): "
+                "set data.init_args.tokenizer to model.init_args.asr.tokenizer"
+            )
+
+    def _align_loss(self, states, out_lengths, texts: list[str]) -> torch.Tensor:
+        from babeltower.modalities.text import tokenize
+
+        if self.hparams.freeze_text and self.text_encoder.training:
+            # Lightning restores saved per-module modes after validation, bypassing train().
+            self.text_encoder.eval()
+        max_length = min(128, self.text_encoder.backbone.config.max_position_embeddings - 2)
+        tokens = tokenize(self.text_tokenizer, texts, max_length)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_text):
+            input_ids, attention_mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            target = self.text_encoder(input_ids, attention_mask).embeds  # (B, D)
+        speech = self.model.utterance_embedding(states, out_lengths)  # (B, D)
+        return (1.0 - F.cosine_similarity(speech.float(), target.float(), dim=-1)).mean()
+
+    def _shared_step(self, batch):
+        log_probs, out_lengths, states = self(batch["waveforms"], batch["audio_lengths"])
+        ctc = ctc_loss(log_probs, out_lengths, batch["labels"], batch["label_lengths"], self.model.blank_id)
+        align = self._align_loss(states, out_lengths, batch["text"]) if self.text_encoder is not None else None
+        loss = ctc if align is None else ctc + self.hparams.align_weight * align
+        return loss, ctc, align, log_probs, out_lengths
+
+    def training_step(self, batch, batch_idx):
+        loss, ctc, align, _, _ = self._shared_step(batch)
+        bs = batch["waveforms"].shape[0]
+        self.log("train/ctc", ctc, batch_size=bs)
+        if align is not None:
+            self.log("train/align", align, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, ctc, align, log_probs, out_lengths = self._shared_step(batch)
+        bs = batch["waveforms"].shape[0]
+        self.log("val/ctc", ctc, prog_bar=True, batch_size=bs, sync_dist=True)
+        if align is not None:
+            self.log("val/align", align, batch_size=bs, sync_dist=True)
+        self.log("val/loss", loss, batch_size=bs, sync_dist=True)
+        hyps = self.model.decode_tokens(greedy_decode(log_probs, out_lengths, blank=self.model.blank_id))
+        self._val_refs.extend(batch["text"])
+        self._val_hyps.extend(hyps)
+
+    def on_validation_epoch_start(self):
+        self._val_refs, self._val_hyps = [], []
+
+    def on_validation_epoch_end(self):
+        from babeltower.eval.asr_metrics import cer, wer
+
+        refs, hyps = self._val_refs, self._val_hyps
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Corpus CER pools errors over every rank's utterances, not a mean of rank means.
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (refs, hyps))
+            refs = [r for part in gathered for r in part[0]]
+            hyps = [h for part in gathered for h in part[1]]
+        if refs:
+            self.log("val/cer", cer(refs, hyps), prog_bar=True)
+            self.log("val/wer", wer(refs, hyps))
+        self._val_refs, self._val_hyps = [], []
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            param_groups(self, hp.weight_decay), lr=hp.learning_rate, betas=(0.9, 0.98), eps=1e-6
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_with_warmup(step, hp.warmup_steps, total, hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def export_hub(self, folder, eval_report: Optional[dict] = None, overwrite: bool = False):
+        """Writes a hub folder: ``model_index.json``, ``asr/`` (ASRModel.save_pretrained),
+        ``tokenizer/`` and a README model card. Load with ``ASRModel.from_pretrained(folder)``.
+
+        The alignment text encoder is a training aid and is not exported.
+        """
+        import json
+
+        from babeltower import __version__
+        from babeltower.models.hub import MODEL_INDEX, model_card, prepare_output_folder
+
+        folder = prepare_output_folder(folder, overwrite)
+        self.model.save_pretrained(folder / "asr")
+        self.model.tokenizer.save_pretrained(str(folder / "tokenizer"))
+        index = {
+            "_class_name": "ASRModel",
+            "_babeltower_version": __version__,
+            "task": "asr",
+            "asr": ["babeltower", "ASRModel"],
+            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        }
+        (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2))
+        config = self.model.config
+        extra = (
+            f"CTC {config.block} recognizer: {config.num_layers} layers, d_model {config.d_model}, "
+            f"{config.n_mels} log-mel bins at {config.sample_rate} Hz, {config.vocab_size} BPE tokens + blank "
+            f"(index {self.model.blank_id}).\n"
+        )
+        card = model_card(
+            "babeltower multilingual speech recognizer",
+            sorted((eval_report or {}).get("languages", [])),
+            (eval_report or {}).get("markdown"),
+            extra=extra,
+            usage="Load with `babeltower.models.asr.ASRModel.from_pretrained(path)`; ",
+            tag="automatic-speech-recognition",
+        )
+        (folder / "README.md").write_text(card.replace(_CARD_TEXT_ENCODER_CLAUSE, _CARD_TOKENIZER_CLAUSE))
+        return folder
