@@ -177,3 +177,19 @@ def test_transcribe_returns_strings():
     texts = model.transcribe(torch.randn(2, 4000) * 0.1, torch.tensor([4000, 3000]), beam_size=2)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert not math.isnan(float(model(*_features([20]))[0].sum()))
+
+
+def test_conv1d_subsampling_shapes_and_lengths():
+    import torch
+
+    from babeltower.models.asr import ASRModel, asr_tiny
+
+    model = ASRModel(asr_tiny(subsampling="conv1d")).eval()
+    features = torch.randn(2, 80, 101)
+    lengths = torch.tensor([101, 57])
+    log_probs, out_lengths, states = model(features, lengths)
+    assert out_lengths.tolist() == model.output_lengths(lengths).tolist() == [26, 15]
+    assert log_probs.shape[:2] == (2, 26) and states.shape == (2, 26, 64)
+    # padding invariance: the short utterance alone gives the same frames
+    alone, _, _ = model(features[1:, :, :57], lengths[1:])
+    torch.testing.assert_close(alone[0], log_probs[1, :15], atol=1e-4, rtol=1e-4)

@@ -49,7 +49,15 @@ from typing import Any
 import lightning as L
 import torch
 
-from babeltower.datasets.pipeline import EpochLoader, MixedStream, ShardStream
+from babeltower.datasets.pipeline import (
+    EpochLoader,
+    MixedStream,
+    ShardStream,
+    single_pass_stream,
+    train_loader,
+    val_loader,
+    weighted_train_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -491,65 +499,35 @@ class ParallelTextDataModule(L.LightningDataModule):
         if stage in (None, "fit") and self.train_stream is None:
             self.train_stream = self._build_train_stream(collate)
         if stage in (None, "fit", "validate") and self.val_shards is not None and self.val_stream is None:
-            self.val_stream = ShardStream(
+            self.val_stream = single_pass_stream(
                 self.val_shards,
                 decode=ParallelTextDecoder(),
-                batch_size=self.val_batch_size,
                 collate=collate,
-                shuffle_buffer=0,
+                batch_size=self.val_batch_size,
                 seed=self.seed,
-                drop_last=False,
             )
 
     def _build_train_stream(self, collate: ParallelTextCollator) -> ShardStream | MixedStream:
-        weights = self.train_weights or [1.0] * len(self.train_sources)
-        streams = []
-        for spec, weight in zip(self.train_sources, weights):
-            samples = self.samples_per_epoch
-            if samples is not None and len(self.train_sources) > 1:
-                # Each source's share of the epoch, so the mixture's length (the sum) is
-                # samples_per_epoch and its proportions follow the weights.
-                samples = max(self.batch_size, round(self.samples_per_epoch * weight / sum(weights)))
-            streams.append(
-                ShardStream(
-                    spec,
-                    decode=ParallelTextDecoder(),
-                    batch_size=self.batch_size,
-                    collate=collate,
-                    shuffle_buffer=self.shuffle_buffer,
-                    seed=self.seed,
-                    resampled=self.resampled,
-                    samples_per_epoch=samples,
-                    drop_last=True,
-                )
-            )
-        if len(streams) == 1:
-            return streams[0]
-        return MixedStream(streams, weights, seed=self.seed)
-
-    def _distributed_setup(self, stream: ShardStream | MixedStream) -> None:
-        trainer = self.trainer
-        if trainer is None:
-            return  # outside Lightning: the stream reads torch.distributed / env itself
-        stream.set_distributed(trainer.global_rank, trainer.world_size)
+        return weighted_train_stream(
+            self.train_sources,
+            self.train_weights,
+            make_decoder=lambda: ParallelTextDecoder(),
+            collate=collate,
+            batch_size=self.batch_size,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            resampled=self.resampled,
+            samples_per_epoch=self.samples_per_epoch,
+        )
 
     def train_dataloader(self) -> EpochLoader:
         """One rank's training batches; the epoch is set here and by Lightning each epoch."""
         if self.train_stream is None:
             self.setup("fit")
-        stream = self.train_stream
-        self._distributed_setup(stream)
-        trainer = self.trainer
-        if trainer is not None:
-            # Lightning creates the first iterator before its set_epoch call, and when
-            # resuming that iterator is used for the restored epoch: set it now.
-            stream.set_epoch(trainer.current_epoch)
-            if trainer.world_size > 1 and self.samples_per_epoch is None and not self.resampled:
-                raise ValueError(
-                    f"ParallelTextDataModule: training on {trainer.world_size} ranks needs samples_per_epoch "
-                    "(or resampled=True) so that every rank yields the same number of batches"
-                )
-        return EpochLoader(stream, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        return train_loader(
+            self.train_stream, self.trainer, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
+            resampled=self.resampled, owner="ParallelTextDataModule",
+        )
 
     def val_dataloader(self) -> EpochLoader | list:
         """One pass over the validation shards (empty when there are none)."""
@@ -557,9 +535,4 @@ class ParallelTextDataModule(L.LightningDataModule):
             return []
         if self.val_stream is None:
             self.setup("validate")
-        stream = self.val_stream
-        self._distributed_setup(stream)
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        # A one-pass stream needs a shard per worker; use fewer workers for small val sets.
-        workers = min(self.num_workers, len(stream.shards) // world_size)
-        return EpochLoader(stream, num_workers=workers, pin_memory=torch.cuda.is_available())
+        return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)

@@ -679,3 +679,87 @@ class _EpochForwardingSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
+
+
+# ------------------------------------------------------------------ DataModule building blocks
+# Shared by every task's DataModule (image-text, parallel text, speech): functions rather
+# than a base class, so each DataModule stays readable on its own.
+
+
+def weighted_train_stream(
+    sources: list,
+    weights: list[float] | None,
+    *,
+    make_decoder: Callable[[], Callable[[dict], dict]],
+    collate: Callable[[list[dict]], dict],
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+    resampled: bool,
+    samples_per_epoch: int | None,
+) -> ShardStream | MixedStream:
+    """One training stream per source, mixed by weight when there are several.
+
+    Each source gets its share of ``samples_per_epoch``, so the mixture's length (the
+    sum) is ``samples_per_epoch`` and its proportions follow the weights.
+    """
+    weights = weights or [1.0] * len(sources)
+    if len(weights) != len(sources):
+        raise ValueError(f"train_weights has {len(weights)} entries for {len(sources)} train_shards sources")
+    streams = []
+    for spec, weight in zip(sources, weights):
+        samples = samples_per_epoch
+        if samples is not None and len(sources) > 1:
+            samples = max(batch_size, round(samples_per_epoch * weight / sum(weights)))
+        streams.append(
+            ShardStream(
+                spec,
+                decode=make_decoder(),
+                batch_size=batch_size,
+                collate=collate,
+                shuffle_buffer=shuffle_buffer,
+                seed=seed,
+                resampled=resampled,
+                samples_per_epoch=samples,
+                drop_last=True,
+            )
+        )
+    return streams[0] if len(streams) == 1 else MixedStream(streams, weights, seed=seed)
+
+
+def single_pass_stream(shards, *, decode, collate, batch_size: int, seed: int) -> ShardStream:
+    """An ordered, complete pass (validation/evaluation): no shuffle, last batch kept."""
+    return ShardStream(
+        shards, decode=decode, batch_size=batch_size, collate=collate, shuffle_buffer=0, seed=seed, drop_last=False
+    )
+
+
+def _set_distributed(stream, trainer) -> None:
+    if trainer is not None:  # outside Lightning the stream reads torch.distributed / env itself
+        stream.set_distributed(trainer.global_rank, trainer.world_size)
+
+
+def train_loader(
+    stream, trainer, *, num_workers: int, samples_per_epoch: int | None, resampled: bool, owner: str
+) -> EpochLoader:
+    """One rank's training batches; the epoch is set here and by Lightning each epoch."""
+    _set_distributed(stream, trainer)
+    if trainer is not None:
+        # Lightning creates the first iterator before its set_epoch call, and when
+        # resuming that iterator is used for the restored epoch: set it now.
+        stream.set_epoch(trainer.current_epoch)
+        if trainer.world_size > 1 and samples_per_epoch is None and not resampled:
+            raise ValueError(
+                f"{owner}: training on {trainer.world_size} ranks needs samples_per_epoch "
+                "(or resampled=True) so that every rank yields the same number of batches"
+            )
+    return EpochLoader(stream, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+
+
+def val_loader(stream, trainer, *, num_workers: int) -> EpochLoader:
+    """One pass over validation shards; fewer workers when there are fewer shards than workers."""
+    _set_distributed(stream, trainer)
+    world_size = trainer.world_size if trainer is not None else 1
+    # A one-pass stream needs a shard per worker.
+    workers = min(num_workers, len(stream.shards) // world_size)
+    return EpochLoader(stream, num_workers=workers, pin_memory=torch.cuda.is_available())

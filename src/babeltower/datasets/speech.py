@@ -39,7 +39,15 @@ from typing import Any
 import lightning as L
 import torch
 
-from babeltower.datasets.pipeline import EpochLoader, ShardStream
+from babeltower.datasets.pipeline import (
+    EpochLoader,
+    MixedStream,
+    ShardStream,
+    single_pass_stream,
+    train_loader,
+    val_loader,
+    weighted_train_stream,
+)
 from babeltower.modalities.audio import load_audio
 
 #: Shard extensions read as the audio, in order of preference.
@@ -226,36 +234,22 @@ class SpeechDataModule(L.LightningDataModule):
                 drop_last=True,
             )
         if stage in (None, "fit", "validate") and self.val_shards is not None and self.val_stream is None:
-            self.val_stream = ShardStream(
+            self.val_stream = single_pass_stream(
                 self.val_shards,
                 decode=decoder,
-                batch_size=self.val_batch_size,
                 collate=collate,
-                shuffle_buffer=0,
+                batch_size=self.val_batch_size,
                 seed=self.seed,
-                drop_last=False,
             )
-
-    def _distributed_setup(self, stream: ShardStream) -> None:
-        if self.trainer is not None:
-            stream.set_distributed(self.trainer.global_rank, self.trainer.world_size)
 
     def train_dataloader(self) -> EpochLoader:
         """One rank's training batches; the epoch is set here and by Lightning each epoch."""
         if self.train_stream is None:
             self.setup("fit")
-        stream = self.train_stream
-        self._distributed_setup(stream)
-        trainer = self.trainer
-        if trainer is not None:
-            # Lightning builds the first iterator before calling set_epoch (and reuses it on resume).
-            stream.set_epoch(trainer.current_epoch)
-            if trainer.world_size > 1 and self.samples_per_epoch is None and not self.resampled:
-                raise ValueError(
-                    f"SpeechDataModule: training on {trainer.world_size} ranks needs samples_per_epoch "
-                    "(or resampled=True) so that every rank yields the same number of batches"
-                )
-        return EpochLoader(stream, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        return train_loader(
+            self.train_stream, self.trainer, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
+            resampled=self.resampled, owner="SpeechDataModule",
+        )
 
     def val_dataloader(self) -> EpochLoader | list:
         """One pass over the validation shards (empty when there are none)."""
@@ -263,9 +257,4 @@ class SpeechDataModule(L.LightningDataModule):
             return []
         if self.val_stream is None:
             self.setup("validate")
-        stream = self.val_stream
-        self._distributed_setup(stream)
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        # A one-pass stream needs a shard per worker; use fewer workers for small val sets.
-        workers = min(self.num_workers, len(stream.shards) // world_size)
-        return EpochLoader(stream, num_workers=workers, pin_memory=torch.cuda.is_available())
+        return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)

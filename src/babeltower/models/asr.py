@@ -46,7 +46,7 @@ from babeltower.models.attention import ATTENTION_BACKENDS, attention
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 BLOCK_TYPES: tuple[str, ...] = ("conformer", "transformer")
-SUBSAMPLING_TYPES: tuple[str, ...] = ("conv2d",)
+SUBSAMPLING_TYPES: tuple[str, ...] = ("conv2d", "conv1d")
 #: LogMel's 10 ms hop: feature frames per second of audio.
 FRAMES_PER_SECOND = 100
 #: Time reduction of the "conv2d" subsampling (two stride-2 convolutions).
@@ -64,8 +64,9 @@ class ASRConfig:
     """Waveform rate the front end expects (used by ASRFeatures / transcribe)."""
 
     subsampling: str = "conv2d"
-    """Time reduction before the blocks: "conv2d" = two stride-2 3x3 Conv2d + GELU (4x,
-    Whisper/NeMo style): 10 ms frames become 40 ms frames."""
+    """Time reduction before the blocks (4x: 10 ms frames become 40 ms frames): "conv2d" =
+    two stride-2 3x3 Conv2d + GELU (NeMo style); "conv1d" = two stride-2 Conv1d over time
+    (Whisper style, much cheaper on CPU)."""
 
     d_model: int = 144
     """Width of the encoder states (also the subsampling conv channels)."""
@@ -223,6 +224,28 @@ class Conv2dSubsampling(nn.Module):
         return self.out_proj(x), lengths  # (B, T2, d)
 
 
+class Conv1dSubsampling(nn.Module):
+    """Two stride-2 Conv1d (kernel 3) + GELU over time with the mel bins as channels (4x).
+
+    Whisper's front-end convolutions, both strided: about d_model/3 times fewer
+    multiply-adds than the Conv2d subsampling at the same width (it never convolves over
+    frequency), which matters on CPUs.
+    """
+
+    def __init__(self, n_mels: int, d_model: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = features.masked_fill(~lengths_to_mask(lengths, features.shape[-1])[:, None, :], 0.0)  # (B, F, T)
+        x = F.gelu(self.conv1(x))  # (B, d, T1)
+        lengths = _conv_out_length(lengths)
+        x = x.masked_fill(~lengths_to_mask(lengths, x.shape[-1])[:, None, :], 0.0)
+        x = F.gelu(self.conv2(x))  # (B, d, T2)
+        return x.transpose(1, 2), _conv_out_length(lengths)  # (B, T2, d)
+
+
 def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(length, dim) sine/cosine position table (Vaswani et al. 2017)."""
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (T, 1)
@@ -348,7 +371,8 @@ class ASRModel(nn.Module):
             )
         self.config = config
         self.blank_id = config.vocab_size
-        self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model)
+        subsampling = Conv2dSubsampling if config.subsampling == "conv2d" else Conv1dSubsampling
+        self.subsampling = subsampling(config.n_mels, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         block = ConformerBlock if config.block == "conformer" else TransformerBlock
         self.blocks = nn.ModuleList(block(config) for _ in range(config.num_layers))
