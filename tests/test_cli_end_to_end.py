@@ -274,3 +274,33 @@ def test_fit_with_missing_shard_names_the_path(scene_shards, tmp_path, monkeypat
     args = _fit_args(missing, scene_shards["val"], tmp_path / "run", 2)
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         lightning_cli(args)
+
+
+def test_help_lists_tool_and_training_verbs(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in ("data", "eval", "export", "transcribe", "demo", "fit"):
+        assert verb in out
+
+
+def test_transcribe_reports_bad_files_and_goes_on(tmp_path, capsys):
+    """Any rate and channel count is accepted; an unreadable or silent file gets its own error line."""
+    import numpy as np
+    import soundfile as sf
+
+    from babeltower.models.asr import ASRModel, asr_tiny
+
+    model_dir = tmp_path / "asr"
+    ASRModel(asr_tiny()).save_pretrained(model_dir)
+    t = np.arange(int(0.6 * 22050)) / 22050
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1) * 0.3
+    sf.write(tmp_path / "good.flac", stereo, 22050)
+    sf.write(tmp_path / "silent.wav", np.zeros(8000), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
+    files = [str(tmp_path / n) for n in ("broken.wav", "good.flac", "silent.wav")]
+    assert main(["transcribe", str(model_dir), *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(files[0]) and "ERROR" in lines[0]
+    assert lines[1].startswith(files[1]) and "RTF" in lines[1] and "ERROR" not in lines[1]
+    assert lines[2].startswith(files[2]) and "ERROR" in lines[2] and "silent" in lines[2].lower()
+    assert lines[3].startswith("real-time factor")

@@ -3,13 +3,15 @@
 Training verbs come from LightningCLI (``fit``, ``validate``, ``test``, ``predict``,
 with ``--config`` YAML of ``class_path``/``init_args``); the other verbs are tools:
 
-    babeltower fit --config configs/tiny/contrastive.yaml
-    babeltower data write SOURCE OUT            # JSONL manifest or folder -> tar shards
-    babeltower data synth scenes OUT            # synthetic multilingual scenes
-    babeltower data tokenizer OUT --from-scenes # train a multilingual tokenizer
-    babeltower eval retrieval MODEL --shards SPEC --out DIR
-    babeltower export CKPT OUT                  # Lightning checkpoint -> hub folder
-    babeltower demo contrastive                 # the main job: data, fit, eval, export
+    babeltower fit --config configs/tiny/contrastive.yaml   # also validate/test/predict
+    babeltower data write SOURCE OUT             # JSONL manifest or folder -> tar shards
+    babeltower data synth scenes|parallel|speech OUT
+    babeltower data bitext FILE OUT              # user bitext (TSV/JSONL) -> shards
+    babeltower data tokenizer OUT --from-scenes  # train a multilingual tokenizer
+    babeltower eval retrieval|bitext|asr MODEL --shards SPEC --out DIR
+    babeltower export CKPT OUT                   # Lightning checkpoint -> hub folder
+    babeltower transcribe MODEL AUDIO...         # speech to text, with the real-time factor
+    babeltower demo all|contrastive|distill|asr  # the main job: data, fit, eval, export
 """
 
 from __future__ import annotations
@@ -658,14 +660,20 @@ def build_tool_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        build_tool_parser().print_help()
+        print("\ntraining verbs (LightningCLI): babeltower {fit,validate,test,predict} --config FILE; "
+              "babeltower fit --help lists every option")
+        return 0
     if argv and argv[0] in TOOL_VERBS:
         args = build_tool_parser().parse_args(argv)
         handler = {
             "data": cmd_data, "eval": cmd_eval, "export": cmd_export, "demo": cmd_demo, "transcribe": cmd_transcribe,
         }[args.verb]
         return handler(args)
-    lightning_cli(argv)
+    lightning_cli(None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
     return 0
 
 
