@@ -361,6 +361,12 @@ def cmd_transcribe(args) -> int:
     return 1 if failures == len(args.audio) else 0
 
 
+def _print_report(report: dict, paths: dict) -> int:
+    print(report["markdown"])
+    print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+    return 0
+
+
 def cmd_eval(args) -> int:
     if args.task == "retrieval":
         report, paths = run_retrieval_eval(
@@ -372,21 +378,15 @@ def cmd_eval(args) -> int:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
         )
-        print(report["markdown"])
-        print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
-        return 0
+        return _print_report(report, paths)
     if args.task == "asr":
         report, paths = run_asr_eval(args.model, args.shards, args.out, beam_size=args.beam_size)
-        print(report["markdown"])
-        print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
-        return 0
+        return _print_report(report, paths)
     if args.task == "bitext":
         report, paths = run_bitext_eval(
             args.model, args.shards, args.out, languages=args.languages.split(",") if args.languages else None
         )
-        print(report["markdown"])
-        print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
-        return 0
+        return _print_report(report, paths)
     raise SystemExit(f"unknown eval task {args.task}")
 
 
@@ -426,6 +426,16 @@ def _fit(config: str, run_dir: Path, train: str, val: str, extra: Optional[list[
     return _last_checkpoint(run_dir)
 
 
+def _fit_eval_export(tag: str, config: str, run_dir: Path, data: Path, evaluate, extra=None) -> dict:
+    """The tail every demo shares: fit on data/{train,val}, evaluate the last checkpoint, export it."""
+    ckpt = _fit(config, run_dir, str(data / "train"), str(data / "val"), extra)
+    print(f"[{tag}] evaluating {ckpt}")
+    report, paths = evaluate(ckpt, str(data / "val"), run_dir / "eval")
+    print(report["markdown"])
+    hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
+    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+
+
 def _fresh_run_dir(run_dir: Path, overwrite: bool) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -455,12 +465,7 @@ def demo_contrastive(args, work: Path, *, init_from: Optional[str] = None, name:
     if init_from:
         extra += ["--model.init_args.init_from", str(init_from), "--data.init_args.tokenizer", str(Path(init_from) / "tokenizer")]
     print(f"[contrastive] training {name} ({args.config}{', text encoder from ' + str(init_from) if init_from else ''})")
-    ckpt = _fit(args.config, run_dir, str(data / "train"), str(data / "val"), extra)
-    print(f"[contrastive] evaluating {ckpt}")
-    report, paths = run_retrieval_eval(ckpt, str(data / "val"), run_dir / "eval")
-    print(report["markdown"])
-    hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
-    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+    return _fit_eval_export("contrastive", args.config, run_dir, data, run_retrieval_eval, extra)
 
 
 def demo_distill(args, work: Path) -> dict:
@@ -477,12 +482,7 @@ def demo_distill(args, work: Path) -> dict:
     else:
         print(f"[distill] reusing parallel text in {data}")
     print(f"[distill] training ({args.distill_config})")
-    ckpt = _fit(args.distill_config, run_dir, str(data / "train"), str(data / "val"))
-    print(f"[distill] evaluating {ckpt}")
-    report, paths = run_bitext_eval(ckpt, str(data / "val"), run_dir / "eval")
-    print(report["markdown"])
-    hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
-    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+    return _fit_eval_export("distill", args.distill_config, run_dir, data, run_bitext_eval)
 
 
 def demo_asr(args, work: Path) -> dict:
@@ -497,12 +497,7 @@ def demo_asr(args, work: Path) -> dict:
     else:
         print(f"[asr] reusing speech in {data}")
     print(f"[asr] training ({args.asr_config})")
-    ckpt = _fit(args.asr_config, run_dir, str(data / "train"), str(data / "val"))
-    print(f"[asr] evaluating {ckpt}")
-    report, paths = run_asr_eval(ckpt, str(data / "val"), run_dir / "eval")
-    print(report["markdown"])
-    hub = load_system_from_checkpoint(ckpt).export_hub(run_dir / "hub", eval_report=report, overwrite=True)
-    return {"report": report, "paths": paths, "ckpt": ckpt, "hub": hub}
+    return _fit_eval_export("asr", args.asr_config, run_dir, data, run_asr_eval)
 
 
 def compare_starts(scratch: dict, distilled: dict, out_dir: Path) -> dict[str, Path]:
