@@ -69,6 +69,7 @@ def model_card(
     extra: str = "",
     usage: str = "Load with `babeltower.models.hub.load_clip(path)`; ",
     tag: str = "clip",
+    subfolder_note: str = "the `text_encoder/` subfolder loads with `transformers.AutoModel.from_pretrained`.",
 ) -> str:
     """A hub model card (YAML front matter + description + evaluation table)."""
     front = ["---", "library_name: babeltower", "tags:", "- babeltower", "- multilingual", f"- {tag}"]
@@ -78,8 +79,7 @@ def model_card(
     body = [
         f"# {title}",
         "",
-        f"Exported by babeltower {__version__}. {usage}"
-        "the `text_encoder/` subfolder loads with `transformers.AutoModel.from_pretrained`.",
+        f"Exported by babeltower {__version__}. {usage}{subfolder_note}",
         "",
         extra,
         "## Evaluation",

@@ -30,10 +30,6 @@ from babeltower.models.asr import ASRConfig, ASRFeatures, ASRModel, greedy_decod
 from babeltower.models.text_encoder import TextEncoderConfig
 from babeltower.train.contrastive import cosine_with_warmup, param_groups, text_config_from
 
-# hub.model_card's usage line mentions a text_encoder/ subfolder, which an ASR export lacks.
-_CARD_TEXT_ENCODER_CLAUSE = "the `text_encoder/` subfolder loads with `transformers.AutoModel.from_pretrained`."
-_CARD_TOKENIZER_CLAUSE = "the `tokenizer/` subfolder loads with `transformers.AutoTokenizer.from_pretrained`."
-
 
 def ctc_loss(log_probs, out_lengths, labels, label_lengths, blank: int) -> torch.Tensor:
     """Mean CTC loss per target token (torch ``reduction="mean"``), zero_infinity on.
@@ -279,6 +275,7 @@ class ASRSystem(L.LightningModule):
             extra=extra,
             usage="Load with `babeltower.models.asr.ASRModel.from_pretrained(path)`; ",
             tag="automatic-speech-recognition",
+            subfolder_note="the `tokenizer/` subfolder loads with `transformers.AutoTokenizer.from_pretrained`.",
         )
-        (folder / "README.md").write_text(card.replace(_CARD_TEXT_ENCODER_CLAUSE, _CARD_TOKENIZER_CLAUSE))
+        (folder / "README.md").write_text(card)
         return folder
