@@ -83,13 +83,18 @@ def load_clip_any(path: str | Path):
     if path.is_dir():
         return load_clip(path)
     system = load_system_from_checkpoint(path)
-    from babeltower.modalities.text import default_tokenizer_path
+    from babeltower.models.text_encoder import resolve_tokenizer
 
-    tokenizer = system.model.text.config.tokenizer or system.model.text.config.pretrained or default_tokenizer_path()
-    return system.model.eval(), load_tokenizer(tokenizer)
+    return system.model.eval(), resolve_tokenizer(system.model.text.config)
 
 
 # --------------------------------------------------------------------------- verbs
+def _print_splits(splits: dict, out) -> int:
+    for split, paths in splits.items():
+        print(f"{split}: {len(paths)} shard(s) in {Path(out) / split}")
+    return 0
+
+
 def cmd_data(args) -> int:
     if args.data_verb == "write":
         from babeltower.datasets.writer import write_dataset
@@ -118,9 +123,7 @@ def cmd_data(args) -> int:
                 samples_per_shard=args.samples_per_shard,
                 overwrite=args.overwrite,
             )
-            for split, paths in splits.items():
-                print(f"{split}: {len(paths)} shard(s) in {Path(args.out) / split}")
-            return 0
+            return _print_splits(splits, args.out)
     if args.data_verb == "synth" and args.kind == "parallel":
         from babeltower.datasets.synthetic.parallel import write_parallel_shards
 
@@ -132,9 +135,7 @@ def cmd_data(args) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
         )
-        for split, paths in splits.items():
-            print(f"{split}: {len(paths)} shard(s) in {Path(args.out) / split}")
-        return 0
+        return _print_splits(splits, args.out)
     if args.data_verb == "synth" and args.kind == "speech":
         from babeltower.datasets.synthetic.speech import write_speech_shards
 
@@ -147,9 +148,7 @@ def cmd_data(args) -> int:
             samples_per_shard=args.samples_per_shard,
             overwrite=args.overwrite,
         )
-        for split, paths in splits.items():
-            print(f"{split}: {len(paths)} shard(s) in {Path(args.out) / split}")
-        return 0
+        return _print_splits(splits, args.out)
     if args.data_verb == "bitext":
         from babeltower.datasets.bitext import write_bitext_shards
 
@@ -252,7 +251,7 @@ def load_student_and_teacher(model_path):
     """(student TextEncoder, its tokenizer, frozen Teacher) from a distill hub folder or checkpoint."""
     from babeltower.models.hub import load_text_encoder
     from babeltower.models.teacher import TeacherConfig, build_teacher
-    from babeltower.models.text_encoder import _resolve_tokenizer
+    from babeltower.models.text_encoder import resolve_tokenizer
 
     path = Path(model_path)
     if path.is_dir():
@@ -263,7 +262,7 @@ def load_student_and_teacher(model_path):
     system = load_system_from_checkpoint(path)
     if not hasattr(system, "student"):
         raise ValueError(f"{path} is not a distillation checkpoint (no student)")
-    return system.student.eval(), _resolve_tokenizer(system.student.config), system.__dict__["teacher"]
+    return system.student.eval(), resolve_tokenizer(system.student.config), system.__dict__["teacher"]
 
 
 def run_bitext_eval(model_path, shards, out_dir, *, languages=None, batch_size=256):
@@ -446,19 +445,23 @@ def _fresh_run_dir(run_dir: Path, overwrite: bool) -> Path:
     return run_dir
 
 
-def demo_contrastive(args, work: Path, *, init_from: Optional[str] = None, name: str = "contrastive") -> dict:
-    """Scenes -> fit -> retrieval eval -> export, for the contrastive head."""
+def demo_contrastive(
+    args, work: Path, *, init_from: Optional[str] = None, name: str = "contrastive", write_scenes: bool = True
+) -> dict:
+    """Scenes -> fit -> retrieval eval -> export, for the contrastive head.
+
+    ``write_scenes=False`` reuses the scenes an earlier run of the same job wrote.
+    """
     from babeltower.datasets.synthetic.scenes import write_scene_shards
 
     data = work / "data" / "scenes"
     run_dir = _fresh_run_dir(work / name, args.overwrite)
-    if not (data / "train").exists() or (args.overwrite and not getattr(args, "_scenes_written", False)):
+    if not (data / "train").exists() or (args.overwrite and write_scenes):
         print(f"[contrastive] writing synthetic multilingual scenes to {data}")
         write_scene_shards(
             data, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, seed=0,
             samples_per_shard=2000, overwrite=True,
         )
-        args._scenes_written = True
     else:
         print(f"[contrastive] reusing scenes in {data}")
     extra = ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
@@ -544,7 +547,7 @@ def cmd_demo(args) -> int:
         results["distill"] = demo_distill(args, work)
         results["contrastive"] = demo_contrastive(args, work)
         results["contrastive_distilled"] = demo_contrastive(
-            args, work, init_from=str(results["distill"]["hub"]), name="contrastive_distilled"
+            args, work, init_from=str(results["distill"]["hub"]), name="contrastive_distilled", write_scenes=False
         )
         results["comparison"] = {"paths": compare_starts(results["contrastive"], results["contrastive_distilled"], work)}
         if args.with_asr:

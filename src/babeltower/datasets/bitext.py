@@ -491,8 +491,7 @@ class ParallelTextDataModule(L.LightningDataModule):
         from babeltower.modalities import text
 
         if self.student_tokenizer is None:
-            path = Path(self.student_tokenizer_path) if self.student_tokenizer_path else text.default_tokenizer_path()
-            self.student_tokenizer = text.load_tokenizer(path)
+            self.student_tokenizer = text.load_tokenizer_or_default(self.student_tokenizer_path)
         if self.teacher_tokenizer is None and self.teacher_tokenizer_path is not None:
             self.teacher_tokenizer = text.load_tokenizer(self.teacher_tokenizer_path)
         collate = ParallelTextCollator(self.student_tokenizer, self.teacher_tokenizer, self.max_text_length)
@@ -511,7 +510,7 @@ class ParallelTextDataModule(L.LightningDataModule):
         return weighted_train_stream(
             self.train_sources,
             self.train_weights,
-            make_decoder=lambda: ParallelTextDecoder(),
+            make_decoder=ParallelTextDecoder,
             collate=collate,
             batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -260,8 +259,7 @@ class ImageTextDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             from babeltower.modalities import text
 
-            path = Path(self.tokenizer_path) if self.tokenizer_path else text.default_tokenizer_path()
-            self.tokenizer = text.load_tokenizer(path)
+            self.tokenizer = text.load_tokenizer_or_default(self.tokenizer_path)
         collate = ImageTextCollator(self.tokenizer, self.max_text_length)
         if stage in (None, "fit") and self.train_stream is None:
             self.train_stream = self._build_train_stream(collate)

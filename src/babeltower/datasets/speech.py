@@ -33,7 +33,6 @@ order, so padding grows with the spread of clip lengths (``max_seconds`` bounds 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -217,8 +216,7 @@ class SpeechDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             from babeltower.modalities import text
 
-            path = Path(self.tokenizer_path) if self.tokenizer_path else text.default_tokenizer_path()
-            self.tokenizer = text.load_tokenizer(path)
+            self.tokenizer = text.load_tokenizer_or_default(self.tokenizer_path)
         collate = SpeechCollator(self.tokenizer, self.max_text_length)
         decoder = SpeechDecoder(self.sample_rate, self.max_seconds)
         if stage in (None, "fit") and self.train_stream is None:

@@ -121,6 +121,11 @@ def default_tokenizer_path() -> Path:
     return _DEFAULT_TOKENIZER_DIR
 
 
+def load_tokenizer_or_default(path: str | Path | None):
+    """:func:`load_tokenizer` of ``path``, or of the packaged default tokenizer when it is None."""
+    return load_tokenizer(path if path else default_tokenizer_path())
+
+
 def load_tokenizer(path: str | Path):
     """Loads a tokenizer folder written by ``save_pretrained``.
 

@@ -144,9 +144,9 @@ def asr_small(**overrides) -> ASRConfig:
 
 def load_asr_tokenizer(config: ASRConfig):
     """The tokenizer named by ``config.tokenizer`` (None: the packaged default)."""
-    from babeltower.modalities.text import default_tokenizer_path, load_tokenizer
+    from babeltower.modalities.text import load_tokenizer_or_default
 
-    return load_tokenizer(config.tokenizer if config.tokenizer is not None else default_tokenizer_path())
+    return load_tokenizer_or_default(config.tokenizer)
 
 
 def lengths_to_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:

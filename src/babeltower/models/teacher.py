@@ -113,6 +113,14 @@ class Teacher(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    @property
+    def token_dim(self) -> int:
+        """Width of the token states :meth:`forward` returns (transformers teachers only)."""
+        if self.config.kind == "open_clip":
+            raise ValueError("open_clip teachers return no token states")
+        backbone = self.model.backbone if self.config.kind == "babeltower-clip" else self.model
+        return backbone.config.hidden_size
+
     def train(self, mode: bool = True):
         return super().train(False)  # frozen teacher: dropout stays off
 

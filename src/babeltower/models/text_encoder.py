@@ -202,8 +202,9 @@ register_attention_backends()
 # --- the encoder -------------------------------------------------------------------------
 
 
-def _resolve_tokenizer(config: TextEncoderConfig):
-    from babeltower.modalities.text import default_tokenizer_path, load_tokenizer
+def resolve_tokenizer(config: TextEncoderConfig):
+    """The tokenizer an encoder built from ``config`` uses (see ``TextEncoderConfig.tokenizer``)."""
+    from babeltower.modalities.text import load_tokenizer, load_tokenizer_or_default
 
     if config.tokenizer is not None:
         return load_tokenizer(config.tokenizer)
@@ -212,7 +213,7 @@ def _resolve_tokenizer(config: TextEncoderConfig):
 
         # A pretrained backbone's embedding rows only make sense with its own tokenizer.
         return AutoTokenizer.from_pretrained(config.pretrained)
-    return load_tokenizer(default_tokenizer_path())
+    return load_tokenizer_or_default(None)
 
 
 def _pooling_layer_kwargs(model_class) -> dict:
@@ -240,7 +241,7 @@ class TextEncoder(nn.Module):
         from transformers import AutoConfig, AutoModel
 
         self.config = config
-        tokenizer = _resolve_tokenizer(config)
+        tokenizer = resolve_tokenizer(config)
         self.pad_token_id = tokenizer.pad_token_id
         attn_implementation = attn_implementation_name(config.attn_backend)
 
@@ -363,7 +364,7 @@ class TextEncoder(nn.Module):
             weights = {f"text_projection.{k}": v.detach().contiguous() for k, v in self.text_projection.state_dict().items()}
             save_file(weights, str(folder / PROJECTION_WEIGHTS_FILE))
         if tokenizer is None:
-            tokenizer = _resolve_tokenizer(self.config)
+            tokenizer = resolve_tokenizer(self.config)
         tokenizer.save_pretrained(str(folder))
 
     @classmethod

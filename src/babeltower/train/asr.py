@@ -118,7 +118,7 @@ class ASRSystem(L.LightningModule):
         self.text_encoder = None
         self.text_tokenizer = None
         if align_weight > 0:
-            from babeltower.models.text_encoder import TextEncoder, _resolve_tokenizer
+            from babeltower.models.text_encoder import TextEncoder, resolve_tokenizer
 
             text = text or TextEncoderConfig()
             if init_text_from:
@@ -128,7 +128,7 @@ class ASRSystem(L.LightningModule):
                 from babeltower.models.hub import load_text_encoder_weights
 
                 load_text_encoder_weights(self.text_encoder, init_text_from)
-            self.text_tokenizer = _resolve_tokenizer(text)
+            self.text_tokenizer = resolve_tokenizer(text)
             if freeze_text:
                 self.text_encoder.requires_grad_(False)
             asr = replace(asr, text_dim=self.text_encoder.embed_dim)

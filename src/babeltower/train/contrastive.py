@@ -52,12 +52,12 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: 
 
 def check_data_tokenizer(trainer, text_encoder) -> None:
     """Fails fast when the DataModule tokenises with another vocabulary than the text encoder's."""
-    from babeltower.models.text_encoder import _resolve_tokenizer
+    from babeltower.models.text_encoder import resolve_tokenizer
 
     data_tokenizer = getattr(getattr(trainer, "datamodule", None), "tokenizer", None)
     if data_tokenizer is None:
         return
-    model_tokenizer = _resolve_tokenizer(text_encoder.config)
+    model_tokenizer = resolve_tokenizer(text_encoder.config)
     if data_tokenizer.get_vocab() != model_tokenizer.get_vocab():
         raise ValueError(
             f"the data's tokenizer ({len(data_tokenizer)} tokens) is not the text encoder's "

@@ -110,10 +110,7 @@ class DistillationSystem(L.LightningModule):
         if token_loss_weight > 0:
             if teacher.kind == "open_clip":
                 raise ValueError("DistillationSystem.token_loss_weight > 0 needs a transformers teacher, not open_clip")
-            teacher_width = getattr(getattr(built.model, "config", None), "hidden_size", None) or built.dim
-            if teacher.kind == "babeltower-clip":
-                teacher_width = built.model.config.hidden_size
-            self.token_projection = nn.Linear(self.student.config.hidden_size, teacher_width)
+            self.token_projection = nn.Linear(self.student.backbone.config.hidden_size, built.token_dim)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._student_tokenizer = None
 
@@ -141,9 +138,9 @@ class DistillationSystem(L.LightningModule):
 
     def student_tokenizer(self):
         if self._student_tokenizer is None:
-            from babeltower.models.text_encoder import _resolve_tokenizer
+            from babeltower.models.text_encoder import resolve_tokenizer
 
-            self._student_tokenizer = _resolve_tokenizer(self.student.config)
+            self._student_tokenizer = resolve_tokenizer(self.student.config)
         return self._student_tokenizer
 
     # ------------------------------------------------------------------ steps
