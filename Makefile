@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.babeltower-installed
 
-.PHONY: env demo demo-contrastive demo-distill test test-slow test-gpu bench
+.PHONY: env demo demo-contrastive demo-distill demo-t2i demo-asr test test-slow test-gpu bench
 
 env: $(STAMP)
 
@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml requirements/lock.txt requirements/test.txt
 	fi
 	@touch $(STAMP)
 
-# The main job: every head that has landed (distillation, then the contrastive head
-# without and with the distilled text encoder). One head alone: make demo-<head>.
+# The main job: every head (distillation, the contrastive head without and with the
+# distilled text encoder, text-to-image, speech). One head alone: make demo-<head>
+# (demo-t2i and demo-asr reuse the text encoders a previous `make demo` wrote).
 demo: env
 	$(PY) -m babeltower.cli demo all --workdir runs/demo --overwrite
 
@@ -33,6 +34,12 @@ demo-contrastive: env
 
 demo-distill: env
 	$(PY) -m babeltower.cli demo distill --workdir runs/demo --overwrite
+
+demo-t2i: env
+	$(PY) -m babeltower.cli demo t2i --workdir runs/demo --overwrite
+
+demo-asr: env
+	$(PY) -m babeltower.cli demo asr --workdir runs/demo --overwrite
 
 test: env
 	$(PY) -m pytest -q
@@ -46,3 +53,5 @@ test-gpu: env
 bench: env
 	$(PY) benchmarks/bench_contrastive.py
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_t2i.py
+	$(PY) benchmarks/bench_asr.py

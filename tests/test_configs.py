@@ -9,8 +9,9 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
 
 
 def _needs_pretrained(config: Path) -> bool:
-    text = yaml.safe_load(config.read_text())["model"]["init_args"].get("text", {})
-    return bool(text.get("pretrained"))
+    init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    folders = ("init_from", "init_unet", "init_text_from")  # runs of the main job
+    return bool((init_args.get("text") or {}).get("pretrained") or any(init_args.get(k) for k in folders))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(c.parents[1])) for c in CONFIGS])
@@ -22,7 +23,11 @@ def test_config_parses_and_instantiates(config, tmp_path, monkeypatch):
         # No hub here: keep every other field of the config, build the text encoder from scratch
         # with the default tokenizer (a copy of the config without the pretrained names).
         raw = yaml.safe_load(config.read_text())
-        raw["model"]["init_args"]["text"].pop("pretrained")
+        (raw["model"]["init_args"].get("text") or {}).pop("pretrained", None)
+        # Runs of the main job (init_from / init_unet folders) do not exist here either.
+        for key in ("init_from", "init_unet", "init_text_from"):
+            if raw["model"]["init_args"].get(key):
+                raw["model"]["init_args"][key] = None
         raw["data"]["init_args"].pop("tokenizer", None)
         config = tmp_path / config.name
         config.write_text(yaml.safe_dump(raw))
@@ -33,6 +38,8 @@ def test_config_parses_and_instantiates(config, tmp_path, monkeypatch):
     if "vision" in init_args:  # contrastive: the data's image size follows the tower's
         assert cli.model.model.config.vision.image_size == init_args["vision"]["image_size"]
         assert cli.datamodule.hparams.get("image_size") == init_args["vision"]["image_size"]
+    if "unet" in init_args:  # text-to-image: the data's image size is the UNet's sample size
+        assert cli.datamodule.hparams.get("image_size") == init_args["unet"]["sample_size"]
     if "student" in init_args:  # distillation: the student projects to the teacher's width
         assert cli.model.student.embed_dim == cli.model.__dict__["teacher"].dim
 

@@ -11,7 +11,8 @@ with ``--config`` YAML of ``class_path``/``init_args``); the other verbs are too
     babeltower eval retrieval|bitext|asr MODEL --shards SPEC --out DIR
     babeltower export CKPT OUT                   # Lightning checkpoint -> hub folder
     babeltower transcribe MODEL AUDIO...         # speech to text, with the real-time factor
-    babeltower demo all|contrastive|distill|asr  # the main job: data, fit, eval, export
+    babeltower generate MODEL --prompt TEXT --out DIR   # text to image, any language
+    babeltower demo all|contrastive|distill|asr|t2i  # the main job: data, fit, eval, export
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-TOOL_VERBS = ("data", "eval", "export", "demo", "transcribe")
+TOOL_VERBS = ("data", "eval", "export", "demo", "transcribe", "generate")
 
 
 # --------------------------------------------------------------------------- LightningCLI
@@ -58,6 +59,7 @@ def load_system_from_checkpoint(ckpt_path: str | Path):
     from babeltower.train.asr import ASRSystem
     from babeltower.train.contrastive import ContrastiveSystem
     from babeltower.train.distill import DistillationSystem
+    from babeltower.train.t2i import Text2ImageSystem
 
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
@@ -68,6 +70,7 @@ def load_system_from_checkpoint(ckpt_path: str | Path):
         "babeltower.train.contrastive.ContrastiveSystem": ContrastiveSystem,
         "babeltower.train.distill.DistillationSystem": DistillationSystem,
         "babeltower.train.asr.ASRSystem": ASRSystem,
+        "babeltower.train.t2i.Text2ImageSystem": Text2ImageSystem,
     }
     if class_path not in systems:
         raise ValueError(f"{ckpt_path}: unknown system {class_path!r}; babeltower knows {sorted(systems)}")
@@ -331,6 +334,45 @@ def run_asr_eval(model_path, shards, out_dir, *, beam_size=1, batch_size=16):
     return report, write_asr_report(report, out_dir)
 
 
+def load_or_train_judge(path: Optional[str | Path], image_size: int, steps: int = 1000):
+    """An attribute judge: loaded from ``path`` if it holds one, else trained (and saved there)."""
+    from babeltower.eval.judge import AttributeJudge, train_judge
+
+    if path is not None and (Path(path) / "config.json").is_file():
+        judge = AttributeJudge.from_pretrained(path)
+        if judge.config.image_size != image_size:
+            raise ValueError(
+                f"the judge in {path} works at {judge.config.image_size} px but the model generates "
+                f"{image_size} px images; pass another --judge folder (a new one is trained there)"
+            )
+        return judge
+    print(f"[t2i] training the attribute judge on real scenes at {image_size} px")
+    judge = train_judge(image_size=image_size, steps=steps)
+    if path is not None:
+        judge.save_pretrained(path, overwrite=False)
+    return judge
+
+
+def run_t2i_eval(model_path, out_dir, *, clip, judge=None, languages=None, num_scenes=100, split="val",
+                 steps=25, guidance_scale=3.0, scheduler=None, batch_size=50, seed=0, code_mixed=True, fid=True):
+    """Generates held-out scene prompts in every language and scores them; returns (report, paths)."""
+    from babeltower.datasets.synthetic.scenes import LANGUAGES
+    from babeltower.eval.t2i import evaluate_t2i, pipeline_generator, write_t2i_report
+
+    pipe = load_t2i_any(model_path, scheduler)
+    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1) if pipe.vae is not None else 1
+    image_size = pipe.unet.config.sample_size * scale
+    judge_model = load_or_train_judge(judge, image_size)
+    generate = pipeline_generator(pipe, num_inference_steps=steps, guidance_scale=guidance_scale, batch_size=batch_size)
+    report = evaluate_t2i(
+        generate, judge=judge_model, clip_folder=clip, languages=languages or LANGUAGES, num_scenes=num_scenes,
+        split=split, seed=seed, code_mixed=code_mixed, fid=fid,
+    )
+    report["model"] = str(model_path)
+    report["sampling"] = {"scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance_scale": guidance_scale}
+    return report, write_t2i_report(report, out_dir)
+
+
 def cmd_transcribe(args) -> int:
     """One transcript per file and the real-time factor; a bad file gets its error, the rest go on."""
     import torch
@@ -360,6 +402,80 @@ def cmd_transcribe(args) -> int:
     return 1 if failures == len(args.audio) else 0
 
 
+def load_t2i_any(path: str | Path, scheduler: Optional[str] = None):
+    """A text-to-image pipeline from an exported folder or a Lightning checkpoint (EMA weights)."""
+    from babeltower.models.hub import load_t2i_pipeline
+
+    path = Path(path)
+    if path.is_dir():
+        pipe = load_t2i_pipeline(path)
+        if scheduler:
+            pipe.scheduler = _scheduler_class(scheduler).from_config(pipe.scheduler.config)
+        return pipe
+    return load_system_from_checkpoint(path).pipeline(scheduler=scheduler or "dpm++")
+
+
+def _scheduler_class(name: str):
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    classes = {"dpm++": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+    if name not in classes:
+        raise SystemExit(f"--scheduler {name!r}: choose one of {sorted(classes)}")
+    return classes[name]
+
+
+def cmd_generate(args) -> int:
+    """Images for one or more prompts, written as PNG files; never overwrites without --overwrite."""
+    import torch
+
+    prompts = list(args.prompt)
+    for i, prompt in enumerate(prompts):
+        if not prompt.strip():
+            print(f"error: --prompt #{i + 1} is empty; describe the image, e.g. --prompt \"un cercle rouge à gauche\"",
+                  file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    names = [out / f"{p:02d}_{k:02d}.png" for p in range(len(prompts)) for k in range(args.num_images)]
+    existing = [n for n in names if n.exists()]
+    if existing and not args.overwrite:
+        print(f"error: {len(existing)} file(s) in {out} would be overwritten (e.g. {existing[0].name}); "
+              "pass --overwrite or choose another --out", file=sys.stderr)
+        return 2
+    pipe = load_t2i_any(args.model, args.scheduler)
+    if args.attn_backend:
+        pipe.set_attention_backend(args.attn_backend)
+    try:
+        pipe.check_prompts(prompts)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(len(prompts) * args.num_images)]
+    started = time.perf_counter()
+    images = pipe(
+        prompts,
+        negative_prompt=args.negative_prompt,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        num_images_per_prompt=args.num_images,
+        generator=generators,
+    ).images
+    elapsed = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    size = args.save_size
+    for name, image in zip(names, images):
+        if size and size != image.width:
+            from PIL import Image
+
+            image = image.resize((size, size), Image.Resampling.NEAREST)
+        image.save(name)
+    meta = {"model": str(args.model), "prompts": prompts, "seed": args.seed, "steps": args.steps,
+            "guidance_scale": args.guidance_scale, "scheduler": type(pipe.scheduler).__name__,
+            "files": [n.name for n in names]}
+    (out / "generate.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {len(images)} image(s) to {out} in {elapsed:.1f} s ({len(images) / elapsed:.2f} images/s)")
+    return 0
+
+
 def _print_report(report: dict, paths: dict) -> int:
     print(report["markdown"])
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
@@ -380,6 +496,14 @@ def cmd_eval(args) -> int:
         return _print_report(report, paths)
     if args.task == "asr":
         report, paths = run_asr_eval(args.model, args.shards, args.out, beam_size=args.beam_size)
+        return _print_report(report, paths)
+    if args.task == "t2i":
+        report, paths = run_t2i_eval(
+            args.model, args.out, clip=args.clip, judge=args.judge,
+            languages=args.languages.split(",") if args.languages else None, num_scenes=args.num_scenes,
+            split=args.split, steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
+            seed=args.seed, code_mixed=not args.no_code_mixed, fid=args.clip is not None,
+        )
         return _print_report(report, paths)
     if args.task == "bitext":
         report, paths = run_bitext_eval(
@@ -499,8 +623,61 @@ def demo_asr(args, work: Path) -> dict:
         write_speech_shards(data, num_train=args.num_speech_train, num_val=args.num_speech_val, overwrite=True)
     else:
         print(f"[asr] reusing speech in {data}")
-    print(f"[asr] training ({args.asr_config})")
-    return _fit_eval_export("asr", args.asr_config, run_dir, data, run_asr_eval)
+    extra = ["--trainer.max_steps", str(args.asr_max_steps)] if args.asr_max_steps else []
+    distilled = work / "distill" / "hub"
+    aligned = (distilled / "text_encoder").is_dir()
+    if aligned:
+        # Pair the speech head with the shared text encoder: align utterance embeddings to the
+        # distilled multilingual encoder (SAMU-XLSR style) instead of a random frozen one.
+        extra += ["--model.init_args.init_text_from", str(distilled)]
+    print(f"[asr] training ({args.asr_config}" + (f", aligned to {distilled})" if aligned else ")"))
+    return _fit_eval_export("asr", args.asr_config, run_dir, data, run_asr_eval, extra)
+
+
+def demo_t2i(args, work: Path, text_from: Optional[Path] = None) -> dict:
+    """Scenes -> text-to-image fit (frozen multilingual text encoder) -> eval -> export -> grid."""
+    data = work / "data" / "scenes"
+    text_from = Path(text_from or args.t2i_text_from or work / "contrastive_distilled" / "hub")
+    if not (text_from / "text_encoder").is_dir() or not (data / "train").is_dir():
+        raise SystemExit(
+            f"[t2i] needs the scenes in {data} and a multilingual contrastive model in {text_from} "
+            "(run `babeltower demo all`, or `demo contrastive` and pass --t2i-text-from RUN/hub)"
+        )
+    run_dir = _fresh_run_dir(work / "t2i", args.overwrite)
+    extra = ["--model.init_args.init_from", str(text_from), "--data.init_args.tokenizer", str(text_from / "tokenizer")]
+    if args.t2i_max_steps:
+        extra += ["--trainer.max_steps", str(args.t2i_max_steps)]
+    print(f"[t2i] training the text-to-image UNet ({args.t2i_config}, text encoder from {text_from})")
+
+    def evaluate(ckpt, _val, out_dir):
+        return run_t2i_eval(ckpt, out_dir, clip=str(text_from), judge=str(work / "t2i_judge"),
+                            num_scenes=args.t2i_eval_scenes, steps=20)
+
+    result = _fit_eval_export("t2i", args.t2i_config, run_dir, data, evaluate, extra)
+    result["paths"]["one_prompt_grid"] = one_prompt_grid(result["hub"], run_dir / "eval" / "one_prompt.png")
+    return result
+
+
+def one_prompt_grid(model, out: Path, seed: int = 0) -> Path:
+    """The main job's picture: one held-out scene prompted in every language, same seed, 4 samples."""
+    import torch
+
+    from babeltower.datasets.synthetic.scenes import LANGUAGES, caption, sample_scenes
+    from babeltower.eval.t2i import grid_image
+
+    pipe = load_t2i_any(model)
+    pipe.set_progress_bar_config(disable=True)
+    spec = next(iter(sample_scenes(1, "val", seed)))
+    prompts = [caption(spec, lang) for lang in LANGUAGES]
+    rows = []
+    for k in range(4):
+        gens = [torch.Generator().manual_seed(seed + k) for _ in prompts]
+        rows.append(pipe(prompts, num_inference_steps=25, generator=gens).images)
+    grid = grid_image(rows, [f"{prompts[0]} (seed {seed + k})" for k in range(4)], LANGUAGES)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(f"[t2i] '{prompts[0]}' in {len(LANGUAGES)} languages: {out}")
+    return out
 
 
 def compare_starts(scratch: dict, distilled: dict, out_dir: Path) -> dict[str, Path]:
@@ -543,6 +720,8 @@ def cmd_demo(args) -> int:
         results["distill"] = demo_distill(args, work)
     elif args.task == "asr":
         results["asr"] = demo_asr(args, work)
+    elif args.task == "t2i":
+        results["t2i"] = demo_t2i(args, work)
     else:  # all: stage 1 (distillation), then the contrastive head without and with it
         results["distill"] = demo_distill(args, work)
         results["contrastive"] = demo_contrastive(args, work)
@@ -550,7 +729,9 @@ def cmd_demo(args) -> int:
             args, work, init_from=str(results["distill"]["hub"]), name="contrastive_distilled", write_scenes=False
         )
         results["comparison"] = {"paths": compare_starts(results["contrastive"], results["contrastive_distilled"], work)}
-        if args.with_asr:
+        if not args.skip_t2i:
+            results["t2i"] = demo_t2i(args, work, text_from=results["contrastive_distilled"]["hub"])
+        if not args.skip_asr:
             results["asr"] = demo_asr(args, work)
     minutes = (time.time() - started) / 60
     print(f"\nmain job done in {minutes:.1f} min")
@@ -626,10 +807,39 @@ def build_tool_parser() -> argparse.ArgumentParser:
     asr.add_argument("--out", required=True)
     asr.add_argument("--beam-size", type=int, default=1, help="1: greedy CTC decoding; >1: prefix beam search")
 
+    t2i = ev.add_parser("t2i", help="attribute accuracy, CLIP score, CLIP-FID, cross-lingual agreement per language")
+    t2i.add_argument("model", help="exported text-to-image pipeline folder, or a text-to-image .ckpt")
+    t2i.add_argument("--out", required=True)
+    t2i.add_argument("--clip", default=None, help="babeltower contrastive hub folder (CLIP score and CLIP-FID)")
+    t2i.add_argument("--judge", default=None, help="attribute judge folder; trained and saved there if empty")
+    t2i.add_argument("--languages", default=None)
+    t2i.add_argument("--num-scenes", type=int, default=100)
+    t2i.add_argument("--split", default="val", choices=["val", "train"],
+                     help="val: held-out colour-shape combinations; train: new scenes of seen combinations")
+    t2i.add_argument("--steps", type=int, default=25)
+    t2i.add_argument("--guidance-scale", type=float, default=3.0)
+    t2i.add_argument("--scheduler", default=None, help="dpm++, ddim or ddpm")
+    t2i.add_argument("--seed", type=int, default=0)
+    t2i.add_argument("--no-code-mixed", action="store_true")
+
     tr = sub.add_parser("transcribe", help="transcribe audio files (any rate, any channel count, wav/flac)")
     tr.add_argument("model", help="hub folder of an ASR model, or an ASR .ckpt")
     tr.add_argument("audio", nargs="+")
     tr.add_argument("--beam-size", type=int, default=1)
+
+    gen = sub.add_parser("generate", help="text to image with a text-to-image pipeline (any language)")
+    gen.add_argument("model", help="exported pipeline folder, or a text-to-image .ckpt")
+    gen.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for several")
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    gen.add_argument("--steps", type=int, default=25, help="denoising steps")
+    gen.add_argument("--guidance-scale", type=float, default=3.0)
+    gen.add_argument("--scheduler", default=None, help="dpm++, ddim or ddpm (default: the pipeline's)")
+    gen.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    gen.add_argument("--save-size", type=int, default=None, help="upscale the saved PNGs to this side (nearest)")
+    gen.add_argument("--attn-backend", default=None, help="sdpa, math or xformers")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--overwrite", action="store_true")
 
     exp = sub.add_parser("export", help="Lightning checkpoint -> hub folder")
     exp.add_argument("ckpt")
@@ -639,12 +849,18 @@ def build_tool_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: synthetic data, training, evaluation, export")
     demo.add_argument(
-        "task", choices=["all", "contrastive", "distill", "asr"],
-        help="which head (all: distill, then contrastive without and with it; --with-asr adds speech)",
+        "task", choices=["all", "contrastive", "distill", "asr", "t2i"],
+        help="which head (all: distill, contrastive without and with it, text-to-image, speech)",
     )
-    demo.add_argument("--with-asr", action="store_true", help="all: also run the speech head")
+    demo.add_argument("--skip-asr", action="store_true", help="all: leave out the speech head")
+    demo.add_argument("--skip-t2i", action="store_true", help="all: leave out the text-to-image head")
+    demo.add_argument("--t2i-config", default="configs/t2i/tiny.yaml")
+    demo.add_argument("--t2i-text-from", default=None, help="t2i: contrastive hub folder of the text encoder")
+    demo.add_argument("--t2i-max-steps", type=int, default=None)
+    demo.add_argument("--t2i-eval-scenes", type=int, default=20)
     demo.add_argument("--asr-config", default="configs/tiny/asr_demo.yaml")
-    demo.add_argument("--num-speech-train", type=int, default=6000)
+    demo.add_argument("--asr-max-steps", type=int, default=None)
+    demo.add_argument("--num-speech-train", type=int, default=3000)
     demo.add_argument("--num-speech-val", type=int, default=400)
     demo.add_argument("--workdir", default="runs/demo")
     demo.add_argument("--config", default="configs/tiny/contrastive_demo.yaml")
@@ -669,6 +885,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args = build_tool_parser().parse_args(argv)
         handler = {
             "data": cmd_data, "eval": cmd_eval, "export": cmd_export, "demo": cmd_demo, "transcribe": cmd_transcribe,
+            "generate": cmd_generate,
         }[args.verb]
         return handler(args)
     lightning_cli(None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself

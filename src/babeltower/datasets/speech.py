@@ -13,6 +13,7 @@ YAML (LightningCLI)::
         batch_size: 32
         samples_per_epoch: 20000
         max_seconds: 20.0
+        bucket_buffer: 512          # sort 16 batches' worth of clips by duration
 
 Batches are dicts::
 
@@ -26,13 +27,30 @@ Batches are dicts::
     bad_samples     list[dict]   {"shard", "key", "reason"} skipped since the last batch
 
 Features (log-mel, SpecAugment) are computed by the training system, on the device.
-Duration bucketing is not done: batches are drawn from the shuffle buffer in random
-order, so padding grows with the spread of clip lengths (``max_seconds`` bounds it).
+
+Duration bucketing (``bucket_buffer``, training only): without it batches take clips in
+shuffle-buffer order, so each is padded to its longest clip and padding grows with the
+spread of clip lengths. With it, :class:`DurationBucketedStream` fills a buffer of
+``bucket_buffer`` decoded clips (after the shuffle buffer), sorts it by length, cuts it
+into batches of ``batch_size`` and yields those in random order (the sort-and-cut
+bucketing of ESPnet/NeMo/lhotse, over a buffer rather than the whole corpus). Batches
+keep a fixed size, so the pipeline's guarantees hold unchanged: with
+``samples_per_epoch`` every rank yields the same number of batches, an epoch reads
+exactly the clips the unbucketed stream would (the last buffer of an epoch takes only
+what the remaining batches need), skipped samples still ride in ``bad_samples``, and
+the order is fixed by seed, epoch, rank and worker. It costs memory for the buffer's
+waveforms (512 clips of 3 s: about 100 MB per DataLoader worker) and a sort per
+buffer. :func:`~babeltower.modalities.audio.bucket_by_duration` packs to a
+padded-seconds budget instead, with a data-dependent number of batches; that would
+break equal batch counts across ranks, so it is not used here.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import lightning as L
@@ -42,10 +60,17 @@ from babeltower.datasets.pipeline import (
     EpochLoader,
     MixedStream,
     ShardStream,
+    StreamContext,
+    _collate,
+    _resample,
+    _shuffled_passes,
+    _SkipReport,
+    decode_samples,
+    read_samples,
+    shuffle_samples,
     single_pass_stream,
     train_loader,
     val_loader,
-    weighted_train_stream,
 )
 from babeltower.modalities.audio import load_audio
 
@@ -156,6 +181,118 @@ class SpeechCollator:
         return collate_speech(samples, self.tokenizer, self.max_text_length)
 
 
+def bucket_samples(
+    samples: Iterable[dict],
+    *,
+    batch_size: int,
+    buffer_batches: int,
+    collate: Callable[[list[dict]], dict],
+    report: _SkipReport,
+    rng: random.Random,
+    drop_last: bool,
+    max_batches: int | None = None,
+) -> Iterator[dict]:
+    """Stage: decoded clips -> batches of similar duration (sort-and-cut over a buffer).
+
+    Takes ``buffer_batches * batch_size`` clips, sorts them by waveform length (stable,
+    so equal lengths keep their shuffled order), cuts them into batches of
+    ``batch_size`` and yields those in an order shuffled with ``rng``; then the next
+    buffer. Clips skipped while a buffer fills are reported by its first batch.
+
+    Args:
+        samples: Decoded samples with a ``"waveform"`` (N,) tensor.
+        batch_size: Samples per batch.
+        buffer_batches: Batches' worth of clips sorted together (>= 1).
+        collate: List of samples -> batch dict.
+        report: The stream's skip report, drained into each batch's ``bad_samples``.
+        rng: Orders the batches of each buffer.
+        drop_last: Drop a final incomplete batch (one-pass epochs). The clips dropped
+            are the last to arrive, as without bucketing, not the longest.
+        max_batches: Stop after this many batches; the last buffer then takes only the
+            clips those batches need, so exactly ``max_batches * batch_size`` are read.
+
+    Yields:
+        Batch dicts, each with ``"bad_samples"``.
+    """
+    if batch_size < 1 or buffer_batches < 1:
+        raise ValueError(
+            f"bucket_samples: need batch_size >= 1 and buffer_batches >= 1, got {batch_size} and {buffer_batches}"
+        )
+    samples = iter(samples)
+    produced = 0
+    while max_batches is None or produced < max_batches:
+        room = buffer_batches if max_batches is None else min(buffer_batches, max_batches - produced)
+        buffer = list(itertools.islice(samples, room * batch_size))
+        if drop_last:
+            del buffer[len(buffer) - len(buffer) % batch_size :]
+        if not buffer:
+            return
+        buffer.sort(key=lambda sample: sample["waveform"].shape[0])
+        batches = [buffer[start : start + batch_size] for start in range(0, len(buffer), batch_size)]
+        rng.shuffle(batches)
+        for batch in batches:
+            yield _collate(batch, collate, report)
+        produced += len(batches)
+        if len(buffer) < room * batch_size:
+            return  # the source ran out: a one-pass epoch is over
+
+
+class DurationBucketedStream(ShardStream):
+    """A :class:`~babeltower.datasets.pipeline.ShardStream` whose batches group clips of similar duration.
+
+    The pipeline is ShardStream's up to decoding (same shards, same sample order for a
+    given seed, epoch, rank and worker); the batching stage is :func:`bucket_samples`
+    instead of taking clips in arrival order::
+
+        shards -> read -> shuffle buffer -> decode (skip bad) -> bucket buffer: sort, cut, shuffle batches
+
+    Args:
+        shards: Shard specification, as for ShardStream.
+        bucket_buffer: Clips sorted together; rounded down to whole batches, at least
+            two batches' worth.
+        **kwargs: ShardStream's other arguments (``decode``, ``batch_size``, ``collate``,
+            ``samples_per_epoch``, ...).
+    """
+
+    def __init__(self, shards: str | list[str], *, bucket_buffer: int, **kwargs: Any) -> None:
+        super().__init__(shards, **kwargs)
+        if bucket_buffer < 2 * self.batch_size:
+            raise ValueError(
+                f"bucket_buffer={bucket_buffer} holds fewer than two batches of batch_size={self.batch_size}, "
+                f"so there is nothing to group; use at least {2 * self.batch_size} (e.g. {16 * self.batch_size}), "
+                "or 0 to turn bucketing off"
+            )
+        self.bucket_buffer = bucket_buffer
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", bucket_buffer={self.bucket_buffer})"
+
+    def iter_batches(self, ctx: StreamContext, *, endless: bool = False) -> Iterator[dict]:
+        """The pipeline for one rank/worker/epoch (see ``ShardStream.iter_batches``)."""
+        # The sample source is ShardStream's, with its seed, so bucketing changes only
+        # which clips share a batch, not which clips an epoch reads.
+        rng = random.Random(f"samples:{self.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}")
+        report = _SkipReport()
+        if self.resampled:
+            raw = read_samples(_resample(self.shards, rng), report, ctx.epoch)
+            raw = shuffle_samples(raw, self.shuffle_buffer, rng)
+        elif endless or self.samples_per_epoch is not None:
+            raw = _shuffled_passes(self.worker_shards(ctx), rng, self.shuffle_buffer, report, ctx.epoch)
+        else:
+            raw = shuffle_samples(read_samples(self.worker_shards(ctx), report, ctx.epoch), self.shuffle_buffer, rng)
+        samples = decode_samples(raw, self.decode, report)
+        return bucket_samples(
+            samples,
+            batch_size=self.batch_size,
+            buffer_batches=self.bucket_buffer // self.batch_size,
+            collate=self.collate,
+            report=report,
+            rng=random.Random(f"buckets:{self.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}"),
+            drop_last=self.drop_last,
+            max_batches=self.worker_quota(ctx) if self.samples_per_epoch is not None and not endless else None,
+        )
+
+
 class SpeechDataModule(L.LightningDataModule):
     """Speech clips and transcripts from webdataset shards, for CTC training.
 
@@ -174,6 +311,9 @@ class SpeechDataModule(L.LightningDataModule):
         sample_rate: Waveform rate in Hz.
         max_seconds: Clips longer than this are skipped (and reported).
         max_text_length: Transcripts are truncated to this many tokens.
+        bucket_buffer: Duration bucketing of training batches: clips sorted by length
+            together (see the module docstring; at least ``2 * batch_size``, e.g.
+            ``16 * batch_size``). 0: off, batches in shuffle-buffer order.
     """
 
     def __init__(
@@ -191,6 +331,7 @@ class SpeechDataModule(L.LightningDataModule):
         sample_rate: int = 16000,
         max_seconds: float = 20.0,
         max_text_length: int = 256,
+        bucket_buffer: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -207,6 +348,13 @@ class SpeechDataModule(L.LightningDataModule):
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
         self.max_text_length = max_text_length
+        self.bucket_buffer = bucket_buffer
+        if bucket_buffer and bucket_buffer < 2 * batch_size:
+            raise ValueError(
+                f"SpeechDataModule: bucket_buffer={bucket_buffer} holds fewer than two batches of "
+                f"batch_size={batch_size}; "
+                f"use 0 (off) or at least {2 * batch_size} (e.g. {16 * batch_size})"
+            )
         self.tokenizer: Any = None
         self.train_stream: ShardStream | None = None
         self.val_stream: ShardStream | None = None
@@ -220,8 +368,7 @@ class SpeechDataModule(L.LightningDataModule):
         collate = SpeechCollator(self.tokenizer, self.max_text_length)
         decoder = SpeechDecoder(self.sample_rate, self.max_seconds)
         if stage in (None, "fit") and self.train_stream is None:
-            self.train_stream = ShardStream(
-                self.train_shards,
+            stream_args = dict(
                 decode=decoder,
                 batch_size=self.batch_size,
                 collate=collate,
@@ -231,6 +378,12 @@ class SpeechDataModule(L.LightningDataModule):
                 samples_per_epoch=self.samples_per_epoch,
                 drop_last=True,
             )
+            if self.bucket_buffer:
+                self.train_stream = DurationBucketedStream(
+                    self.train_shards, bucket_buffer=self.bucket_buffer, **stream_args
+                )
+            else:
+                self.train_stream = ShardStream(self.train_shards, **stream_args)
         if stage in (None, "fit", "validate") and self.val_shards is not None and self.val_stream is None:
             self.val_stream = single_pass_stream(
                 self.val_shards,

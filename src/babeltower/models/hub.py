@@ -275,3 +275,34 @@ def push_to_hub(folder: str | Path, repo_id: str, token: Optional[str] = None, p
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="babeltower export")
     return str(info)
+
+
+def t2i_model_card(eval_report: Optional[dict] = None) -> str:
+    """Model card of a text-to-image pipeline folder."""
+    languages = sorted((eval_report or {}).get("languages", []))
+    return model_card(
+        "babeltower multilingual text-to-image pipeline",
+        languages,
+        (eval_report or {}).get("markdown"),
+        usage="Load with `diffusers.DiffusionPipeline.from_pretrained(path)` once babeltower is installed "
+        "(the pipeline class is `babeltower.models.t2i.BabelTowerText2ImagePipeline`), or run "
+        "`babeltower generate PATH --prompt ...`; ",
+        tag="text-to-image",
+        subfolder_note="`unet/` loads with `diffusers.UNet2DConditionModel.from_pretrained`, `text_encoder/` with "
+        "`transformers.AutoModel.from_pretrained`, `scheduler/` with any diffusers scheduler's `from_pretrained`.",
+    )
+
+
+def load_t2i_pipeline(folder: str | Path):
+    """Loads a folder written by ``Text2ImageSystem.export_hub`` (a diffusers pipeline folder)."""
+    from babeltower.models.t2i import BabelTowerText2ImagePipeline
+
+    folder = Path(folder)
+    index = json.loads(_require(folder / MODEL_INDEX, "model_index.json").read_text())
+    name = index.get("_class_name")
+    if (name[-1] if isinstance(name, list) and name else name) != BabelTowerText2ImagePipeline.__name__:
+        raise ValueError(
+            f"{folder / MODEL_INDEX} describes a {index.get('_class_name')!r}, not a "
+            f"{BabelTowerText2ImagePipeline.__name__} (export a text-to-image checkpoint with `babeltower export`)"
+        )
+    return BabelTowerText2ImagePipeline.from_pretrained(str(folder))

@@ -497,6 +497,134 @@ def caption(spec: SceneSpec, lang: str) -> str:
     return _CAPTIONERS[lang](spec)
 
 
+# ------------------------------------------------------------------- code-mixed captions
+# Insertional code-switching (Muysken 2000; the "phrase" level of HiKE's Korean-English
+# benchmark): an English noun phrase "<colour> <shape noun>" is inserted into the matrix
+# language's sentence in place of its own colour and shape words. The matrix language
+# keeps everything else: numeral and counter, size adjective (agreeing with the gender of
+# the noun the English one replaces, as loanwords take their translation's gender),
+# position phrase and word order. The English noun carries English number (circle /
+# circles); in zh and ja the inserted phrase is set off by spaces.
+
+
+def _en_noun_phrase(s: SceneSpec) -> str:
+    return f"{s.colour} {_EN_SHAPES[s.shape][0 if s.count == 1 else 1]}"
+
+
+def _code_mixed_de(s: SceneSpec, np_: str) -> str:
+    size, gender = _DE_SIZES[s.size], _DE_SHAPES[s.shape][2]
+    if s.count == 1:
+        article = "eine" if gender == "f" else "ein"
+        phrase = f"{article} {size}{_DE_ENDINGS_AFTER_EIN[gender]} {np_}"
+    else:
+        phrase = f"{_DE_NUMBERS[s.count]} {size}e {np_}"
+    return f"{phrase} {_DE_POSITIONS[s.position]}"
+
+
+def _code_mixed_fr(s: SceneSpec, np_: str) -> str:
+    gender = _FR_SHAPES[s.shape][2]
+    number = {1: "un" if gender == "m" else "une", 2: "deux", 3: "trois"}[s.count]
+    size = _fr_form(_FR_SIZES[s.size], gender, s.count > 1)
+    return f"{number} {size} {np_} {_FR_POSITIONS[s.position]}"
+
+
+def _code_mixed_es(s: SceneSpec, np_: str) -> str:
+    gender = _ES_SHAPES[s.shape][2]
+    number = {1: "un" if gender == "m" else "una", 2: "dos", 3: "tres"}[s.count]
+    size = _fr_form(_ES_SIZES[s.size], gender, s.count > 1)
+    return f"{number} {np_} {size} {_ES_POSITIONS[s.position]}"
+
+
+def _code_mixed_ru(s: SceneSpec, np_: str) -> str:
+    gender, size = _RU_SHAPES[s.shape][2], _RU_ADJECTIVES[s.size]
+    if s.count == 1:
+        slot = {"m": 0, "f": 1, "n": 2}[gender]
+        number = {"m": "один", "f": "одна", "n": "одно"}[gender]
+    else:
+        slot = 3 if gender == "f" else 4
+        number = {2: "две" if gender == "f" else "два", 3: "три"}[s.count]
+    return f"{number} {size[slot]} {np_} {_RU_POSITIONS[s.position]}"
+
+
+def _code_mixed_ar(s: SceneSpec, np_: str) -> str:
+    size, feminine = _AR_ADJECTIVES[s.size], _AR_SHAPES[s.shape][3] == "f"
+    if s.count == 1:
+        phrase = f"{np_} {size[1 if feminine else 0]}"
+    elif s.count == 2:
+        phrase = f"{np_} {size[3 if feminine else 2]}"
+    else:
+        phrase = f"{'ثلاث' if feminine else 'ثلاثة'} {np_} {size[1]}"
+    return f"{phrase} {_AR_POSITIONS[s.position]}"
+
+
+def _code_mixed_hi(s: SceneSpec, np_: str) -> str:
+    size = _HI_ADJECTIVES[s.size][0 if s.count == 1 else 1]
+    return f"{_HI_POSITIONS[s.position]} {_HI_NUMBERS[s.count]} {size} {np_}"
+
+
+def _code_mixed_ko(s: SceneSpec, np_: str) -> str:
+    return f"{_KO_POSITIONS[s.position]} {_KO_SIZES[s.size]} {np_} {_KO_NUMBERS[s.count]} 개"
+
+
+def _code_mixed_zh(s: SceneSpec, np_: str) -> str:
+    return f"{_ZH_NUMBERS[s.count]}个{_ZH_SIZES[s.size]} {np_} 在{_ZH_POSITIONS[s.position]}"
+
+
+def _code_mixed_ja(s: SceneSpec, np_: str) -> str:
+    return f"{_JA_POSITIONS[s.position]}に{_JA_SIZES[s.size]} {np_} が{_JA_NUMBERS[s.count]}"
+
+
+_CODE_MIXERS = {
+    "de": _code_mixed_de,
+    "fr": _code_mixed_fr,
+    "es": _code_mixed_es,
+    "ru": _code_mixed_ru,
+    "ar": _code_mixed_ar,
+    "hi": _code_mixed_hi,
+    "ko": _code_mixed_ko,
+    "zh": _code_mixed_zh,
+    "ja": _code_mixed_ja,
+}
+
+
+def code_mixed_caption(spec: SceneSpec, lang: str, insert_lang: str = "en") -> str:
+    """Describes a scene in ``lang`` with an English colour–shape noun phrase inserted.
+
+    Insertional code-switching: the English phrase ``"<colour> <shape noun>"`` replaces
+    the matrix language's colour and shape words; numeral, counter, size adjective,
+    position phrase and word order stay those of ``lang`` (see the comment above the
+    implementation for agreement and spacing).
+
+    Example:
+        >>> spec = SceneSpec(shape="circle", colour="red", count=2, position="top", size="large")
+        >>> code_mixed_caption(spec, "fr")
+        'deux grands red circles en haut'
+        >>> code_mixed_caption(spec, "ja")
+        '上に大きい red circles が二つ'
+
+    Args:
+        spec: The scene.
+        lang: The matrix language, one of ``LANGUAGES``. For ``lang == insert_lang``
+            there is nothing to switch and the monolingual :func:`caption` is returned.
+        insert_lang: Language of the inserted noun phrase; only ``"en"`` is supported.
+
+    Returns:
+        The code-mixed caption.
+
+    Raises:
+        ValueError: If ``lang`` is not one of ``LANGUAGES`` or ``insert_lang`` is not ``"en"``.
+    """
+    _check_language(lang)
+    if insert_lang != "en":
+        raise ValueError(
+            f"code_mixed_caption: insert_lang={insert_lang!r} is not supported; only 'en' (English noun "
+            "phrases inserted into the other languages) is implemented"
+        )
+    if lang == insert_lang:
+        return caption(spec, lang)
+    return _CODE_MIXERS[lang](spec, _en_noun_phrase(spec))
+
+
 # ---------------------------------------------------------------------- attribute prompts
 # Short label prompts for zero-shot classification of one attribute. Each language uses
 # its generic word for "shape" (de Objekt, fr forme, ru фигура, ar شكل, hi आकृति, ...),
