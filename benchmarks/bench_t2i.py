@@ -29,16 +29,13 @@ import torch
 
 
 def build(scheduler_name: str):
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-    from babeltower.models.t2i import BabelTowerText2ImagePipeline, UNetConfig, build_unet
+    from babeltower.models.t2i import BabelTowerText2ImagePipeline, UNetConfig, build_unet, scheduler_class
     from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig, resolve_tokenizer
 
     torch.manual_seed(0)
     text = TextEncoder(TextEncoderConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128))
     unet = build_unet(UNetConfig(pooled_conditioning=False), text.backbone.config.hidden_size).eval()
-    classes = {"dpm++": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "ddpm": DDPMScheduler}
-    scheduler = classes[scheduler_name](num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", steps_offset=1)
+    scheduler = scheduler_class(scheduler_name)(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", steps_offset=1)
     pipe = BabelTowerText2ImagePipeline(
         unet=unet, scheduler=scheduler, text_encoder=text.backbone.eval(), tokenizer=resolve_tokenizer(text.config)
     )

@@ -360,9 +360,7 @@ def run_t2i_eval(model_path, out_dir, *, clip, judge=None, languages=None, num_s
     from babeltower.eval.t2i import evaluate_t2i, pipeline_generator, write_t2i_report
 
     pipe = load_t2i_any(model_path, scheduler)
-    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1) if pipe.vae is not None else 1
-    image_size = pipe.unet.config.sample_size * scale
-    judge_model = load_or_train_judge(judge, image_size)
+    judge_model = load_or_train_judge(judge, pipe.image_size)
     generate = pipeline_generator(pipe, num_inference_steps=steps, guidance_scale=guidance_scale, batch_size=batch_size)
     report = evaluate_t2i(
         generate, judge=judge_model, clip_folder=clip, languages=languages or LANGUAGES, num_scenes=num_scenes,
@@ -416,12 +414,12 @@ def load_t2i_any(path: str | Path, scheduler: Optional[str] = None):
 
 
 def _scheduler_class(name: str):
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from babeltower.models.t2i import scheduler_class
 
-    classes = {"dpm++": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "ddpm": DDPMScheduler}
-    if name not in classes:
-        raise SystemExit(f"--scheduler {name!r}: choose one of {sorted(classes)}")
-    return classes[name]
+    try:
+        return scheduler_class(name)
+    except ValueError as error:
+        raise SystemExit(f"--scheduler: {error}") from None
 
 
 def cmd_generate(args) -> int:

@@ -123,8 +123,6 @@ def test_export_and_generate_from_cli(fitted, tmp_path, capsys):
 def test_stage_one_trains_only_cross_attention_kv_and_text_projections():
     system = _system(trainable="cross_attention_kv", ema_decay=None)
     before = {k: v.clone() for k, v in system.unet.state_dict().items()}
-    optimizer = system.configure_optimizers  # needs a trainer; step by hand instead
-    del optimizer
     params = [p for p in system.unet.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.1)
     system.train()

@@ -50,12 +50,10 @@ import lightning as L
 import torch
 
 from babeltower.datasets.pipeline import (
-    EpochLoader,
     MixedStream,
     ShardStream,
+    StreamLoaders,
     single_pass_stream,
-    train_loader,
-    val_loader,
     weighted_train_stream,
 )
 
@@ -409,7 +407,7 @@ class ParallelTextCollator:
         return batch
 
 
-class ParallelTextDataModule(L.LightningDataModule):
+class ParallelTextDataModule(StreamLoaders, L.LightningDataModule):
     """English -> translation pairs from webdataset shards, for distilling a text encoder.
 
     Reads the shards of ``write_parallel_shards`` / ``write_bitext_shards``; the
@@ -518,20 +516,3 @@ class ParallelTextDataModule(L.LightningDataModule):
             resampled=self.resampled,
             samples_per_epoch=self.samples_per_epoch,
         )
-
-    def train_dataloader(self) -> EpochLoader:
-        """One rank's training batches; the epoch is set here and by Lightning each epoch."""
-        if self.train_stream is None:
-            self.setup("fit")
-        return train_loader(
-            self.train_stream, self.trainer, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
-            resampled=self.resampled, owner="ParallelTextDataModule",
-        )
-
-    def val_dataloader(self) -> EpochLoader | list:
-        """One pass over the validation shards (empty when there are none)."""
-        if self.val_shards is None:
-            return []
-        if self.val_stream is None:
-            self.setup("validate")
-        return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)

@@ -33,12 +33,10 @@ import lightning as L
 import torch
 
 from babeltower.datasets.pipeline import (
-    EpochLoader,
     MixedStream,
     ShardStream,
+    StreamLoaders,
     single_pass_stream,
-    train_loader,
-    val_loader,
     weighted_train_stream,
 )
 from babeltower.modalities.image import ImageTransform, decode_image
@@ -180,7 +178,7 @@ class ImageTextCollator:
         return collate_image_text(samples, self.tokenizer, self.max_text_length)
 
 
-class ImageTextDataModule(L.LightningDataModule):
+class ImageTextDataModule(StreamLoaders, L.LightningDataModule):
     """Image-caption pairs from webdataset shards, for contrastive (CLIP-style) training.
 
     Args:
@@ -286,20 +284,3 @@ class ImageTextDataModule(L.LightningDataModule):
             resampled=self.resampled,
             samples_per_epoch=self.samples_per_epoch,
         )
-
-    def train_dataloader(self) -> EpochLoader:
-        """One rank's training batches; the epoch is set here and by Lightning each epoch."""
-        if self.train_stream is None:
-            self.setup("fit")
-        return train_loader(
-            self.train_stream, self.trainer, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
-            resampled=self.resampled, owner="ImageTextDataModule",
-        )
-
-    def val_dataloader(self) -> EpochLoader | list:
-        """One pass over the validation shards (empty when there are none)."""
-        if self.val_shards is None:
-            return []
-        if self.val_stream is None:
-            self.setup("validate")
-        return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)

@@ -550,8 +550,12 @@ class ShardStream(IterableDataset):
         Yields:
             Batch dicts, each with ``"bad_samples"``.
         """
-        rng = random.Random(f"samples:{self.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}")
         report = _SkipReport()
+        return self.batch_stage(self.decoded_samples(ctx, report, endless=endless), ctx, report, endless=endless)
+
+    def decoded_samples(self, ctx: StreamContext, report: "_SkipReport", *, endless: bool = False) -> Iterator[dict]:
+        """Stages up to decoding: shards -> read -> shuffle buffer -> decode (skips go to ``report``)."""
+        rng = random.Random(f"samples:{self.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}")
         repeat = endless or self.samples_per_epoch is not None
         if self.resampled:
             samples = shuffle_samples(read_samples(_resample(self.shards, rng), report, ctx.epoch), self.shuffle_buffer, rng)
@@ -563,8 +567,15 @@ class ShardStream(IterableDataset):
             samples = shuffle_samples(read_samples(self.worker_shards(ctx), report, ctx.epoch), self.shuffle_buffer, rng)
         if self.resampled and not repeat:
             log.info("ShardStream: resampled without samples_per_epoch is endless; limit steps in the trainer")
+        return decode_samples(samples, self.decode, report)
 
-        samples = decode_samples(samples, self.decode, report)
+    def batch_stage(
+        self, samples: Iterator[dict], ctx: StreamContext, report: "_SkipReport", *, endless: bool = False
+    ) -> Iterator[dict]:
+        """The batching stage: decoded samples -> batches, cut to the worker's quota.
+
+        Subclasses override it to form batches differently (e.g. duration bucketing).
+        """
         batches = batch_samples(samples, self.batch_size, self.collate, report, self.drop_last)
         if self.samples_per_epoch is not None and not endless:
             batches = itertools.islice(batches, self.worker_quota(ctx))
@@ -763,3 +774,28 @@ def val_loader(stream, trainer, *, num_workers: int) -> EpochLoader:
     # A one-pass stream needs a shard per worker.
     workers = min(num_workers, len(stream.shards) // world_size)
     return EpochLoader(stream, num_workers=workers, pin_memory=torch.cuda.is_available())
+
+
+class StreamLoaders:
+    """``train_dataloader`` / ``val_dataloader`` of a LightningDataModule built on streams.
+
+    Mixed into the DataModules that keep ``train_stream`` / ``val_stream`` (made in
+    ``setup``), ``val_shards``, ``num_workers``, ``samples_per_epoch`` and ``resampled``.
+    """
+
+    def train_dataloader(self) -> EpochLoader:
+        """One rank's training batches; the epoch is set here and by Lightning each epoch."""
+        if self.train_stream is None:
+            self.setup("fit")
+        return train_loader(
+            self.train_stream, self.trainer, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
+            resampled=self.resampled, owner=type(self).__name__,
+        )
+
+    def val_dataloader(self) -> EpochLoader | list:
+        """One pass over the validation shards (empty when there are none)."""
+        if self.val_shards is None:
+            return []
+        if self.val_stream is None:
+            self.setup("validate")
+        return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)

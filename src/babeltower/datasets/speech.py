@@ -57,20 +57,12 @@ import lightning as L
 import torch
 
 from babeltower.datasets.pipeline import (
-    EpochLoader,
-    MixedStream,
     ShardStream,
     StreamContext,
+    StreamLoaders,
     _collate,
-    _resample,
-    _shuffled_passes,
     _SkipReport,
-    decode_samples,
-    read_samples,
-    shuffle_samples,
     single_pass_stream,
-    train_loader,
-    val_loader,
 )
 from babeltower.modalities.audio import load_audio
 
@@ -267,20 +259,8 @@ class DurationBucketedStream(ShardStream):
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", bucket_buffer={self.bucket_buffer})"
 
-    def iter_batches(self, ctx: StreamContext, *, endless: bool = False) -> Iterator[dict]:
-        """The pipeline for one rank/worker/epoch (see ``ShardStream.iter_batches``)."""
-        # The sample source is ShardStream's, with its seed, so bucketing changes only
-        # which clips share a batch, not which clips an epoch reads.
-        rng = random.Random(f"samples:{self.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}")
-        report = _SkipReport()
-        if self.resampled:
-            raw = read_samples(_resample(self.shards, rng), report, ctx.epoch)
-            raw = shuffle_samples(raw, self.shuffle_buffer, rng)
-        elif endless or self.samples_per_epoch is not None:
-            raw = _shuffled_passes(self.worker_shards(ctx), rng, self.shuffle_buffer, report, ctx.epoch)
-        else:
-            raw = shuffle_samples(read_samples(self.worker_shards(ctx), report, ctx.epoch), self.shuffle_buffer, rng)
-        samples = decode_samples(raw, self.decode, report)
+    def batch_stage(self, samples: Iterator[dict], ctx: StreamContext, report: _SkipReport, *, endless: bool = False):
+        """Bucketed batching over ShardStream's decoded samples (the same clips an epoch reads)."""
         return bucket_samples(
             samples,
             batch_size=self.batch_size,
@@ -293,7 +273,7 @@ class DurationBucketedStream(ShardStream):
         )
 
 
-class SpeechDataModule(L.LightningDataModule):
+class SpeechDataModule(StreamLoaders, L.LightningDataModule):
     """Speech clips and transcripts from webdataset shards, for CTC training.
 
     Args:
@@ -392,20 +372,3 @@ class SpeechDataModule(L.LightningDataModule):
                 batch_size=self.val_batch_size,
                 seed=self.seed,
             )
-
-    def train_dataloader(self) -> EpochLoader:
-        """One rank's training batches; the epoch is set here and by Lightning each epoch."""
-        if self.train_stream is None:
-            self.setup("fit")
-        return train_loader(
-            self.train_stream, self.trainer, num_workers=self.num_workers, samples_per_epoch=self.samples_per_epoch,
-            resampled=self.resampled, owner="SpeechDataModule",
-        )
-
-    def val_dataloader(self) -> EpochLoader | list:
-        """One pass over the validation shards (empty when there are none)."""
-        if self.val_shards is None:
-            return []
-        if self.val_stream is None:
-            self.setup("validate")
-        return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)

@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from babeltower.models.attention import ATTENTION_BACKENDS, attention
+from babeltower.models.text_encoder import masked_mean
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -435,8 +436,7 @@ class ASRModel(nn.Module):
         Returns:
             (B, text_dim), or (B, d) when ``config.text_dim`` is None.
         """
-        weights = lengths_to_mask(out_lengths, states.shape[1]).to(states.dtype)[..., None]  # (B, T', 1)
-        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, d)
+        pooled = masked_mean(states, lengths_to_mask(out_lengths, states.shape[1]))  # (B, d)
         return self.utterance_projection(pooled) if self.utterance_projection is not None else pooled
 
     # --- decoding ------------------------------------------------------------------------

@@ -26,12 +26,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 import torch
 
 from babeltower.models.attention import ATTENTION_BACKENDS, attention, check_backend
+from babeltower.models.text_encoder import masked_mean
 
 __all__ = [
     "UNetConfig",
@@ -42,6 +43,8 @@ __all__ = [
     "masked_mean",
     "unet_kwargs",
     "BabelTowerText2ImagePipeline",
+    "SCHEDULERS",
+    "scheduler_class",
 ]
 
 
@@ -197,12 +200,6 @@ def set_attention_backend(unet, backend: str) -> None:
     unet.set_attn_processor(BabelTowerAttnProcessor(backend))
 
 
-def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, H) states, (B, T) 0/1 mask -> (B, H) mean over real tokens (zeros for none)."""
-    weights = mask.to(states.dtype).unsqueeze(-1)
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
 def encode_prompt_states(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Token states (B, T, H) and their masked mean (B, H) from a transformers encoder."""
     states = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -291,6 +288,16 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
     def set_attention_backend(self, backend: str) -> None:
         """Chooses the attention kernel of the UNet (``sdpa``, ``math`` or ``xformers``)."""
         set_attention_backend(self.unet, backend)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell (1 in pixel space)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    @property
+    def image_size(self) -> int:
+        """Default side of the generated images in pixels."""
+        return self.unet.config.sample_size * self.vae_scale_factor
 
     @property
     def max_prompt_tokens(self) -> int:
@@ -405,9 +412,9 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
             cond = self._pad_cat(self.encode_prompt(repeat(negatives), device), cond)
         states, mask, pooled = (x.to(dtype) if x.is_floating_point() else x for x in cond)
 
-        scale = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
-        height = height or self.unet.config.sample_size * scale
-        width = width or self.unet.config.sample_size * scale
+        scale = self.vae_scale_factor
+        height = height or self.image_size
+        width = width or self.image_size
         if height % scale or width % scale:
             raise ValueError(f"height={height} and width={width} must be multiples of the VAE's factor {scale}")
         shape = (batch, self.unet.config.in_channels, height // scale, width // scale)
@@ -444,12 +451,20 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
         return ImagePipelineOutput(images=out) if return_dict else (out,)
 
 
+#: Scheduler short names (CLI, ``Text2ImageSystem.pipeline``) -> diffusers class names.
+SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}
+
+
+def scheduler_class(name: str):
+    """The diffusers scheduler class for a short name in :data:`SCHEDULERS`."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler={name!r}; choose one of {sorted(SCHEDULERS)}")
+    return getattr(diffusers, SCHEDULERS[name])
+
+
 def _step_params(scheduler) -> set[str]:
     import inspect
 
     return set(inspect.signature(scheduler.step).parameters)
-
-
-def config_dict(config: UNetConfig) -> dict:
-    """Plain-dict form of a UNetConfig (for checkpoints' hyper-parameters)."""
-    return asdict(config)

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from babeltower.models.text_encoder import masked_mean
+
 TEACHER_KINDS = ("sentence-transformer", "babeltower-clip", "open_clip")
 
 
@@ -151,11 +153,10 @@ class Teacher(nn.Module):
             out = self.model(inputs["input_ids"], inputs["attention_mask"])
             return F.normalize(out.embeds.float(), dim=-1), out.last_hidden_state.float(), enc
         states = self.model(**inputs).last_hidden_state.float()  # (B, T, H)
-        mask = inputs["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
         if self.pooling == "cls":
             emb = states[:, 0]
         else:
-            emb = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            emb = masked_mean(states, inputs["attention_mask"])
         return (F.normalize(emb, dim=-1) if self.normalize else emb), states, enc
 
     def encode(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:

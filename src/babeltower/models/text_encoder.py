@@ -105,6 +105,15 @@ class TextEncoderConfig:
                 )
 
 
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) states and a (B, T) 0/1 or bool mask -> (B, H) mean over the kept positions.
+
+    An all-masked row pools to zeros instead of NaN.
+    """
+    weights = mask.to(states.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 def _largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
@@ -313,9 +322,7 @@ class TextEncoder(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         if self.config.pooling == "mean":
-            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-            # clamp: an all-padding row pools to zeros instead of NaN.
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, H)
+            pooled = masked_mean(hidden, attention_mask)  # (B, H)
         else:
             pooled = hidden[:, 0]  # (B, H): the <s> token
         embeds = self.text_projection(pooled) if self.text_projection is not None else pooled  # (B, D)

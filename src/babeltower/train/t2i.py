@@ -300,19 +300,15 @@ class Text2ImageSystem(L.LightningModule):
             scheduler: ``"dpm++"`` (DPMSolverMultistep, 2nd order), ``"ddim"`` or
                 ``"ddpm"``; all share the training noise schedule and prediction type.
         """
-        from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+        from babeltower.models.t2i import BabelTowerText2ImagePipeline, scheduler_class
 
-        from babeltower.models.t2i import BabelTowerText2ImagePipeline
-
-        classes = {"dpm++": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "ddpm": DDPMScheduler}
-        if scheduler not in classes:
-            raise ValueError(f"scheduler={scheduler!r}; expected one of {sorted(classes)}")
+        sched_class = scheduler_class(scheduler)
         source = self.ema_unet if (use_ema and self.ema_unet is not None) else self.unet
         unet = copy.deepcopy(source).float().cpu().eval()
         set_attention_backend(unet, self.hparams.unet["attn_backend"])
         text_encoder = copy.deepcopy(self.text_encoder.backbone).float().cpu().eval()
         vae = copy.deepcopy(self.vae).float().cpu().eval() if self.vae is not None else None
-        sched = classes[scheduler].from_config(self.noise_scheduler.config)
+        sched = sched_class.from_config(self.noise_scheduler.config)
         return BabelTowerText2ImagePipeline(
             unet=unet, scheduler=sched, text_encoder=text_encoder, tokenizer=self.tokenizer, vae=vae
         )
