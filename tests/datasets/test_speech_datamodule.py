@@ -128,3 +128,18 @@ def test_bucket_samples_sorts_within_buffers_and_validates():
 class _Report:
     def drain(self):
         return []
+
+
+def test_vocab_size_tokenizes_targets_with_the_first_tokens(shards):
+    from babeltower.modalities.text import load_tokenizer_or_default
+
+    full = load_tokenizer_or_default(None)
+    text = "vierhundertsiebenundzwanzig"  # rare: split further by the cut tokenizer
+    cut = _module(shards, vocab_size=600).tokenizer
+    assert len(cut) == 600
+    ids = cut(text, add_special_tokens=False)["input_ids"]
+    assert max(ids) < 600 and len(ids) > len(full(text, add_special_tokens=False)["input_ids"])
+    batch = next(iter(_module(shards, vocab_size=600).train_dataloader()))
+    assert int(batch["labels"].max()) < 600
+    with pytest.raises(ValueError, match="vocab_size must be >= 0"):
+        SpeechDataModule(train_shards=shards, vocab_size=-1)

@@ -132,3 +132,49 @@ def test_tokenize_pads_to_longest_and_truncates(tokenizer):
 def test_train_tokenizer_rejects_tiny_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(["abc"], vocab_size=100)
+
+
+@pytest.mark.parametrize("size", [261, 1000, 4096])
+def test_truncated_bpe_keeps_shared_ids_and_round_trips(tokenizer, size, tmp_path):
+    from babeltower.modalities.text import truncate_bpe_tokenizer
+
+    cut = truncate_bpe_tokenizer(tokenizer, size, "default")
+    assert len(cut) == size
+    assert [cut.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [
+        tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS
+    ]
+    for text in SCRIPTS.values():
+        ids = cut(text, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert max(ids) < size and cut.unk_token_id not in ids
+        assert len(ids) >= len(full_ids)
+        # Same ids, same strings: the full tokenizer decodes the cut one's pieces.
+        assert cut.decode(ids) == tokenizer.decode(ids) == text
+    cut.save_pretrained(tmp_path / "cut")
+    again = load_tokenizer(tmp_path / "cut")
+    assert len(again) == size and again(SCRIPTS["han"])["input_ids"] == cut(SCRIPTS["han"])["input_ids"]
+
+
+def test_truncated_bpe_frequent_words_stay_whole(tokenizer):
+    from babeltower.modalities.text import truncate_bpe_tokenizer
+
+    # Merges are kept in order, so a cut tokenizer splits rare words, not frequent ones.
+    cut = truncate_bpe_tokenizer(tokenizer, 2048)
+    assert cut("on the left")["input_ids"] == tokenizer("on the left")["input_ids"]
+    assert len(cut("a red circle")["input_ids"]) > len(tokenizer("a red circle")["input_ids"])
+    assert truncate_bpe_tokenizer(tokenizer, len(tokenizer)) is tokenizer
+
+
+def test_truncated_bpe_errors_name_the_tokenizer(tokenizer):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from babeltower.modalities.text import truncate_bpe_tokenizer
+
+    with pytest.raises(ValueError, match=r"my-tok: cannot keep only the first 100 .*byte tokens"):
+        truncate_bpe_tokenizer(tokenizer, 100, "my-tok")
+    word = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, unk_token="<unk>"))
+    word.pre_tokenizer = pre_tokenizers.Whitespace()
+    words = PreTrainedTokenizerFast(tokenizer_object=word, unk_token="<unk>")
+    with pytest.raises(ValueError, match="words: .*WordLevel, not a byte-level BPE"):
+        truncate_bpe_tokenizer(words, 2, "words")

@@ -193,3 +193,17 @@ def test_conv1d_subsampling_shapes_and_lengths():
     # padding invariance: the short utterance alone gives the same frames
     alone, _, _ = model(features[1:, :, :57], lengths[1:])
     torch.testing.assert_close(alone[0], log_probs[1, :15], atol=1e-4, rtol=1e-4)
+
+
+def test_smaller_ctc_vocabulary_is_the_shared_tokenizers_first_tokens(tmp_path):
+    model = _model(vocab_size=1000)
+    assert len(model.tokenizer) == 1000 and model.blank_id == 1000 and model.ctc_head.out_features == 1001
+    ids = model.tokenizer("vier rote Kreise oben", add_special_tokens=False)["input_ids"]
+    assert max(ids) < 1000 and model.decode_tokens([ids]) == ["vier rote Kreise oben"]
+    model.save_pretrained(tmp_path / "asr")
+    loaded = ASRModel.from_pretrained(tmp_path / "asr")
+    assert loaded.config.vocab_size == len(loaded.tokenizer) == 1000
+    features, lengths = _features([70])
+    torch.testing.assert_close(loaded(features, lengths)[0], model(features, lengths)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"ASRConfig.vocab_size=100.*cannot keep only"):
+        _model(vocab_size=100)

@@ -280,6 +280,9 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
         train_shards: Training shards (see ``expand_shards``), read as one source.
         val_shards: Validation shards; one pass, no shuffling, last batch kept.
         tokenizer: Tokenizer folder (the ASR model's); None: the packaged default.
+        vocab_size: The ASR model's CTC vocabulary size (``ASRConfig.vocab_size``); below
+            the tokenizer's size, transcripts are tokenized with its first ``vocab_size``
+            tokens only (``truncate_bpe_tokenizer``). 0: the whole tokenizer.
         batch_size: Training batch size per rank.
         val_batch_size: Validation batch size per rank (default ``batch_size``).
         num_workers: DataLoader worker processes per rank.
@@ -301,6 +304,7 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
         train_shards: str | list[str],
         val_shards: str | list[str] | None = None,
         tokenizer: str | None = None,
+        vocab_size: int = 0,
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -318,6 +322,9 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
         self.train_shards = train_shards
         self.val_shards = val_shards
         self.tokenizer_path = tokenizer
+        if vocab_size < 0:
+            raise ValueError(f"SpeechDataModule: vocab_size must be >= 0 (0: the whole tokenizer), got {vocab_size}")
+        self.vocab_size = vocab_size
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -345,6 +352,9 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
             from babeltower.modalities import text
 
             self.tokenizer = text.load_tokenizer_or_default(self.tokenizer_path)
+            if self.vocab_size:
+                name = f"SpeechDataModule vocab_size={self.vocab_size}, tokenizer {self.tokenizer_path or 'the packaged default'}"
+                self.tokenizer = text.truncate_bpe_tokenizer(self.tokenizer, self.vocab_size, name)
         collate = SpeechCollator(self.tokenizer, self.max_text_length)
         decoder = SpeechDecoder(self.sample_rate, self.max_seconds)
         if stage in (None, "fit") and self.train_stream is None:

@@ -189,3 +189,60 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Te
         return_token_type_ids=False,
     )
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def truncate_bpe_tokenizer(tokenizer, vocab_size: int, name: str = "tokenizer"):
+    """The first ``vocab_size`` tokens of a byte-level BPE tokenizer, as a tokenizer of its own.
+
+    A BPE tokenizer trained by 🤗 tokenizers numbers its tokens special tokens first, then
+    the 256 byte symbols, then one token per merge in merge order. Keeping the ids below
+    ``vocab_size`` and the merges that produce them is again a complete byte-level BPE:
+    every string still encodes (rarer words split into more, shorter pieces) and decodes
+    back exactly, and every id it emits means the same string in the full tokenizer. The
+    speech head uses it for a CTC output layer over the shared tokenizer's most frequent
+    units instead of all of them (NeMo gives ASR models a separate, smaller tokenizer; this
+    keeps the shared ids).
+
+    Args:
+        tokenizer: a transformers fast tokenizer with a byte-level BPE model.
+        vocab_size: tokens to keep; ``>= len(tokenizer)`` returns ``tokenizer`` itself.
+        name: how error messages name the tokenizer (e.g. its folder).
+
+    Raises:
+        ValueError: the tokenizer is not a BPE whose ids follow its merge order, or
+            ``vocab_size`` would drop special or byte tokens; the message names ``name``.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size >= len(tokenizer):
+        return tokenizer
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = spec["model"]
+    why = None
+    if model.get("type") != "BPE":
+        why = f"its model is {model.get('type')}, not a byte-level BPE"
+    else:
+        vocab, merges = model["vocab"], model["merges"]
+        produced = [vocab.get("".join(m if isinstance(m, list) else m.split(" "))) for m in merges]
+        base = produced[0] if produced else len(vocab)
+        added = [t["id"] for t in spec.get("added_tokens") or []]
+        if produced != list(range(base, base + len(produced))) or len(vocab) != base + len(produced):
+            why = "its token ids do not follow its merge order"
+        elif vocab_size < base or any(i >= vocab_size for i in added):
+            why = f"the first {base} ids are special and byte tokens, which must all be kept"
+    if why is not None:
+        raise ValueError(
+            f"{name}: cannot keep only the first {vocab_size} of its {len(tokenizer)} tokens: {why}; "
+            "use vocab_size 0 (the whole tokenizer)"
+        )
+    model["vocab"] = {t: i for t, i in vocab.items() if i < vocab_size}
+    model["merges"] = merges[: vocab_size - base]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        model_max_length=tokenizer.model_max_length,
+        padding_side=tokenizer.padding_side,
+        **tokenizer.special_tokens_map,
+    )

@@ -16,7 +16,9 @@ Design choices:
   config for inference on raw waveforms.
 * Vocabulary: the shared byte-level BPE tokenizer (``vocab_size`` tokens) plus one CTC
   blank appended at index ``blank_id == vocab_size`` (NeMo's convention), so token ids
-  and CTC output indices coincide and special tokens simply never occur in targets.
+  and CTC output indices coincide and special tokens simply never occur in targets. A
+  ``vocab_size`` below the tokenizer's keeps its first (most frequent) tokens and the
+  merges that make them: the same ids, a smaller output layer.
 * Conformer block (Gulati et al. 2020): ½ macaron feed-forward, self-attention, conv
   module, ½ feed-forward, LayerNorm. The conv module's normalisation is a LayerNorm
   over channels instead of BatchNorm (NeMo's ``conv_norm_type: layer_norm``): BatchNorm
@@ -95,8 +97,11 @@ class ASRConfig:
     """Attention kernel: "sdpa", "math" (reference) or "xformers" (CUDA only)."""
 
     vocab_size: int = 0
-    """Tokenizer vocabulary size V; the CTC head has V + 1 outputs (blank = V). 0: take
-    it from the tokenizer."""
+    """CTC vocabulary size V; the CTC head has V + 1 outputs (blank = V). 0: the whole
+    tokenizer. Fewer than the tokenizer has: the CTC units are the tokenizer's first V
+    tokens (:func:`babeltower.modalities.text.truncate_bpe_tokenizer`: the same ids, BPE
+    merges cut to those), so transcripts split into more, shorter pieces and the output
+    layer, its softmax and the CTC loss shrink by the same factor."""
 
     tokenizer: Optional[str] = None
     """Tokenizer folder; None: babeltower's packaged default tokenizer."""
@@ -355,7 +360,8 @@ class ASRModel(nn.Module):
             written back into ``self.config``.
 
     Attributes:
-        tokenizer: the shared byte-level BPE tokenizer (token id == CTC output index).
+        tokenizer: the shared byte-level BPE tokenizer, cut to its first ``vocab_size``
+            tokens when the config asks for fewer (token id == CTC output index).
         blank_id: index of the CTC blank, ``== config.vocab_size`` (the last output).
     """
 
@@ -365,11 +371,10 @@ class ASRModel(nn.Module):
         if config.vocab_size == 0:
             config = dataclasses.replace(config, vocab_size=len(self.tokenizer))
         elif config.vocab_size < len(self.tokenizer):
-            raise ValueError(
-                f"ASRConfig.vocab_size={config.vocab_size} is smaller than the tokenizer's {len(self.tokenizer)} "
-                f"tokens ({config.tokenizer or 'the packaged default'}); "
-                "set vocab_size: 0 to take it from the tokenizer"
-            )
+            from babeltower.modalities.text import truncate_bpe_tokenizer
+
+            name = f"ASRConfig.vocab_size={config.vocab_size}, tokenizer {config.tokenizer or 'the packaged default'}"
+            self.tokenizer = truncate_bpe_tokenizer(self.tokenizer, config.vocab_size, name)
         self.config = config
         self.blank_id = config.vocab_size
         subsampling = Conv2dSubsampling if config.subsampling == "conv2d" else Conv1dSubsampling

@@ -167,7 +167,8 @@ class ASRSystem(L.LightningModule):
             raise ValueError(
                 f"the data's tokenizer ({len(data_tokenizer)} tokens) is not the ASR model's "
                 f"({len(self.model.tokenizer)} tokens, from {self.model.config.tokenizer or 'the packaged default'}): "
-                "set data.init_args.tokenizer to model.init_args.asr.tokenizer"
+                "set data.init_args.tokenizer to model.init_args.asr.tokenizer and data.init_args.vocab_size "
+                "to model.init_args.asr.vocab_size"
             )
 
     def _align_loss(self, states, out_lengths, texts: list[str]) -> torch.Tensor:
