@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from babeltower.cli import lightning_cli, main
-from babeltower.train.t2i import Text2ImageSystem, min_snr_weights
+from babeltower.train.t2i import Text2ImageSystem, min_snr_weights, sample_timesteps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_UNET = dict(
@@ -159,6 +159,37 @@ def test_min_snr_weights_match_definition():
     torch.testing.assert_close(eps, torch.minimum(snr, torch.tensor(5.0)) / snr)
     torch.testing.assert_close(v, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
     assert eps[0] < 1e-2 and eps[-1] == pytest.approx(1.0)  # low noise down-weighted, high noise kept
+
+
+def test_logit_normal_timesteps_follow_the_logit_normal_density():
+    n, T = 200_000, 1000
+    g = torch.Generator().manual_seed(0)
+    uniform = sample_timesteps(n, T, "uniform", generator=g)
+    ln = sample_timesteps(n, T, "logit_normal", 0.0, 1.0, generator=g)
+    shifted = sample_timesteps(n, T, "logit_normal", 1.0, 1.0, generator=g)
+    for t in (uniform, ln, shifted):
+        assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= T - 1
+    # P(t < 100) = P(u < logit(0.1)) = Phi(-2.197) = 0.0140 for N(0, 1); uniform: 0.1.
+    assert (ln < 100).float().mean().item() == pytest.approx(0.0140, abs=0.002)
+    assert (uniform < 100).float().mean().item() == pytest.approx(0.1, abs=0.004)
+    assert (ln < 500).float().mean().item() == pytest.approx(0.5, abs=0.005)  # median at the middle
+    assert (shifted < 500).float().mean().item() == pytest.approx(0.1587, abs=0.004)  # Phi(-1): noisier
+    with pytest.raises(ValueError, match="timestep_sampling='lognorm'"):
+        sample_timesteps(4, T, "lognorm")
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        _system(timestep_sampling="lognorm")
+
+
+def test_validation_loss_draws_uniform_timesteps_whatever_the_training_sampling():
+    uniform, ln = _system(), _system(timestep_sampling="logit_normal", logit_mean=3.0)
+    ln.load_state_dict(uniform.state_dict())
+    batch = _batch(uniform)
+    for system in (uniform, ln):
+        system.eval()
+    val = [s.diffusion_loss(batch, torch.Generator().manual_seed(1), drop=False) for s in (uniform, ln)]
+    torch.testing.assert_close(val[0], val[1])
+    train = [s.diffusion_loss(batch, torch.Generator().manual_seed(1), drop=True) for s in (uniform, ln)]
+    assert not torch.allclose(train[0], train[1])
 
 
 def test_caption_dropout_replaces_captions_with_the_empty_prompt():

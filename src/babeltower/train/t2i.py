@@ -9,6 +9,9 @@ cross-attention reads the shared multilingual text encoder's token states (see
   ``caption_dropout``) so that classifier-free guidance (Ho & Salimans, 2022) works;
 - optional min-SNR-gamma loss weighting (Hang et al., 2023, "Efficient Diffusion Training
   via Min-SNR Weighting Strategy");
+- uniform or logit-normal training timesteps (Esser et al., 2024, "Scaling Rectified Flow
+  Transformers for High-Resolution Image Synthesis", Sec. 3.1: more training on the
+  middle noise levels, where layout and shape are decided);
 - EMA weights kept as a frozen submodule, so they move with the module to any device,
   are sharded with it and are saved in and restored from every checkpoint (diffusers
   issue #3871: EMA weights on the wrong device after resume);
@@ -57,6 +60,34 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma
     return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
 
 
+#: How training timesteps are drawn (``timestep_sampling``).
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
+
+
+def sample_timesteps(
+    n: int,
+    num_train_timesteps: int,
+    sampling: str = "uniform",
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Draws ``n`` discrete training timesteps in ``[0, num_train_timesteps)`` (on the CPU).
+
+    ``"uniform"``: every timestep equally often (DDPM). ``"logit_normal"``: ``t = floor(T *
+    sigmoid(u))`` with ``u ~ N(mean, std)``, the logit-normal density of Esser et al. (2024),
+    Sec. 3.1 (their best setting: mean 0, std 1): the middle of the noise schedule is drawn
+    most, the nearly clean and the nearly pure-noise ends least; ``mean > 0`` shifts the
+    weight towards noisier timesteps.
+    """
+    if sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
+    if sampling == "logit_normal":
+        u = torch.randn(n, generator=generator) * std + mean
+        return (torch.sigmoid(u) * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
+    raise ValueError(f"timestep_sampling={sampling!r}; expected one of {TIMESTEP_SAMPLING}")
+
+
 class Text2ImageSystem(L.LightningModule):
     """Trains a text-conditioned diffusion UNet on image-caption batches.
 
@@ -76,6 +107,11 @@ class Text2ImageSystem(L.LightningModule):
         beta_schedule: diffusers beta schedule (``squaredcos_cap_v2`` = cosine).
         caption_dropout: probability of training on the empty prompt instead.
         snr_gamma: min-SNR gamma; None for the plain (unweighted) loss.
+        timestep_sampling: ``"uniform"`` or ``"logit_normal"`` training timesteps
+            (:func:`sample_timesteps`); validation always draws them uniformly, so its
+            loss compares across settings.
+        logit_mean: mean of the logit-normal's underlying normal.
+        logit_std: its standard deviation.
         ema_decay: EMA decay (with warm-up ``(1 + step) / (10 + step)``); None: no EMA.
         vae: folder of a diffusers ``AutoencoderKL`` for latent diffusion; None: pixels.
         learning_rate: peak AdamW learning rate (cosine decay after warm-up).
@@ -96,6 +132,9 @@ class Text2ImageSystem(L.LightningModule):
         beta_schedule: str = "squaredcos_cap_v2",
         caption_dropout: float = 0.1,
         snr_gamma: Optional[float] = 5.0,
+        timestep_sampling: str = "uniform",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
         ema_decay: Optional[float] = 0.999,
         vae: Optional[str] = None,
         learning_rate: float = 1e-3,
@@ -113,6 +152,10 @@ class Text2ImageSystem(L.LightningModule):
             raise ValueError(f"trainable={trainable!r}; expected one of {sorted(TRAINABLE)}")
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type={prediction_type!r}; expected 'epsilon' or 'v_prediction'")
+        if timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ValueError(f"timestep_sampling={timestep_sampling!r}; expected one of {TIMESTEP_SAMPLING}")
+        if logit_std <= 0:
+            raise ValueError(f"logit_std={logit_std}; expected a positive standard deviation")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}; expected a probability in [0, 1)")
         self.save_hyperparameters()
@@ -229,7 +272,11 @@ class Text2ImageSystem(L.LightningModule):
         return ids, mask
 
     def diffusion_loss(self, batch, generator: Optional[torch.Generator] = None, drop: bool = True) -> torch.Tensor:
-        """The (weighted) denoising loss of one batch; ``generator`` fixes noise and timesteps."""
+        """The (weighted) denoising loss of one batch; ``generator`` fixes noise and timesteps.
+
+        ``drop=False`` (validation) also draws the timesteps uniformly, whatever
+        ``timestep_sampling`` is.
+        """
         x0 = self._images(batch)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if drop:
@@ -238,7 +285,11 @@ class Text2ImageSystem(L.LightningModule):
             states, pooled = encode_prompt_states(self.text_encoder.backbone, ids, mask)
         b = x0.shape[0]
         sched = self.noise_scheduler
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator, device="cpu").to(x0.device)
+        hp = self.hparams
+        t = sample_timesteps(
+            b, sched.config.num_train_timesteps, hp.timestep_sampling if drop else "uniform",
+            hp.logit_mean, hp.logit_std, generator,
+        ).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
         noisy = sched.add_noise(x0, noise, t)
         target = noise if self.hparams.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
