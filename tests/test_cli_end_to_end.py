@@ -258,6 +258,9 @@ def test_fit_skips_truncated_png_and_reports_shard_and_key(scene_shards, tmp_pat
     ]
     cli = lightning_cli(_fit_args(train, scene_shards["val"], root, 3, extra))
     assert cli.trainer.global_step == 3
+    from babeltower.train.callbacks import CheckpointOnStop
+
+    assert sum(isinstance(c, CheckpointOnStop) for c in cli.trainer.callbacks) == 1
     printed = capsys.readouterr().out
     assert "skipped 1 corrupt sample(s)" in printed
     assert f"shard={target} key=broken-0001" in printed

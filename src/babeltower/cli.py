@@ -33,11 +33,12 @@ def lightning_cli(args: Optional[list[str]] = None, run: bool = True):
     from lightning.pytorch.cli import LightningCLI
 
     import lightning as L
-    from babeltower.train.callbacks import BadSampleReport
+    from babeltower.train.callbacks import BadSampleReport, CheckpointOnStop
 
     class BabelTowerCLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
             parser.add_lightning_class_args(BadSampleReport, "bad_samples")
+            parser.add_lightning_class_args(CheckpointOnStop, "checkpoint_on_stop")
 
     return BabelTowerCLI(
         L.LightningModule,

@@ -59,3 +59,40 @@ class BadSampleReport(L.Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"total_all_ranks": total, "rank0": self.skipped}, indent=2, ensure_ascii=False))
             print(f"  full list: {path}")
+
+
+class CheckpointOnStop(L.Callback):
+    """Writes ``last.ckpt`` when a run ends between two periodic checkpoints.
+
+    Lightning's ``ModelCheckpoint(every_n_train_steps=N, save_last=True)`` saves only every
+    N steps, so a run that ends elsewhere (``max_time`` reached, early stopping, a step
+    count that is not a multiple of N) keeps the state of its previous periodic save and
+    loses the updates after it. At the end of training this callback writes the final
+    state into every such callback's ``last.ckpt`` (and leaves the step-named ones alone),
+    unless the final step was just saved.
+
+    Args:
+        enabled: set to false to keep Lightning's behaviour.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._saved_at_step: int | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self._saved_at_step = trainer.global_step
+
+    def on_train_end(self, trainer, pl_module):
+        if not self.enabled or trainer.global_step == 0 or self._saved_at_step == trainer.global_step:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if not callback.save_last or not callback.dirpath:
+                continue
+            path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            if trainer.is_global_zero and path.is_symlink():  # save_last="link": do not write through it
+                path.unlink()
+            trainer.strategy.barrier("babeltower_checkpoint_on_stop")
+            trainer.save_checkpoint(path)
+            callback.last_model_path = str(path)
+            if trainer.is_global_zero:
+                print(f"babeltower: training stopped at step {trainer.global_step}; final state written to {path}")
