@@ -11,7 +11,7 @@ cross-attention reads the shared multilingual text encoder's token states (see
   via Min-SNR Weighting Strategy");
 - uniform or logit-normal training timesteps (Esser et al., 2024, "Scaling Rectified Flow
   Transformers for High-Resolution Image Synthesis", Sec. 3.1: more training on the
-  middle noise levels, where layout and shape are decided);
+  middle noise levels, which they find the hardest to learn);
 - EMA weights kept as a frozen submodule, so they move with the module to any device,
   are sharded with it and are saved in and restored from every checkpoint (diffusers
   issue #3871: EMA weights on the wrong device after resume);
