@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.babeltower-installed
 
-.PHONY: env demo demo-contrastive demo-distill demo-t2i demo-asr test test-slow test-gpu bench
+.PHONY: env demo demo-contrastive demo-distill demo-t2i demo-asr demo-vqa demo-ocr serve test test-slow test-gpu bench
 
 env: $(STAMP)
 
@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml requirements/lock.txt requirements/test.txt
 	fi
 	@touch $(STAMP)
 
-# The main job: every head (distillation, the contrastive head without and with the
-# distilled text encoder, text-to-image, speech). One head alone: make demo-<head>
-# (demo-t2i and demo-asr reuse the text encoders a previous `make demo` wrote).
+# The main job: every registered head's demo (distillation, the contrastive head without
+# and with the distilled text encoder, text-to-image, speech, VQA, OCR), then one unified
+# report in runs/demo/eval. One head alone: make demo-<head> (demo-t2i, demo-asr and
+# demo-vqa reuse the text encoders a previous `make demo` wrote).
 demo: env
 	$(PY) -m babeltower.cli demo all --workdir runs/demo --overwrite
 
@@ -41,6 +42,16 @@ demo-t2i: env
 demo-asr: env
 	$(PY) -m babeltower.cli demo asr --workdir runs/demo --overwrite
 
+demo-vqa: env
+	$(PY) -m babeltower.cli demo vqa --workdir runs/demo --overwrite
+
+demo-ocr: env
+	$(PY) -m babeltower.cli demo ocr --workdir runs/demo --overwrite
+
+# The local web demo of every head (the main job's models by default)
+serve: env
+	$(PY) -m babeltower.cli serve
+
 test: env
 	$(PY) -m pytest -q
 
@@ -55,3 +66,9 @@ bench: env
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_t2i.py
 	$(PY) benchmarks/bench_asr.py
+
+# Issue 16's reliability suite: 2-rank DDP (gloo, CPU) with uneven shards and corrupt
+# samples repeated 10 times, and kill -9 mid-epoch + exact resume.
+.PHONY: test-reliability
+test-reliability: env
+	$(PY) -m pytest -q -m reliability tests/reliability -s

@@ -94,7 +94,10 @@ def demo_system_args(align_weight: float | None = None) -> tuple[dict, float]:
 
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     args = dict(config["model"]["init_args"])
-    args["asr"] = ASRConfig(**args["asr"])
+    # Like for like with the peer: its subsampling is two stride-2 convolutions (4x) and it
+    # reads the shared tokenizer, so the demo's character units (a tokenizer folder the
+    # demo writes next to its data) and 3x reduction are replaced by those here.
+    args["asr"] = ASRConfig(**{**args["asr"], "tokenizer": None, "vocab_size": 0, "time_reduction": 4})
     args["text"] = TextEncoderConfig(**args["text"])
     if align_weight is not None:
         args["align_weight"] = align_weight

@@ -1,11 +1,12 @@
 """Data pipeline throughput: babeltower's reader vs a plain webdataset loop over the same shards.
 
-Both sides read the same tar shards, decode the PNG, resize/normalise to the same
-tensor with the same transform, tokenise the caption with the same tokenizer and
-stack batches of the same size. babeltower's side adds what a training run needs:
-epoch-seeded shard shuffle, a per-worker sample shuffle buffer, bad-sample accounting,
-and equal batch counts per rank. Prints samples/s of both and the ratio
-(median of --repeats runs per side, alternating which side goes first).
+Both sides read the same tar shards, decode the PNG, apply the same training transform
+(scale jitter, random crop, normalisation), tokenise the caption with the same tokenizer
+and stack batches of the same size. babeltower's side adds what a training run needs:
+epoch-seeded shard shuffle, sample-level split across ranks and workers, a per-worker
+sample shuffle buffer, bad-sample accounting, equal batch counts per rank, and the
+per-batch resume position (exact mid-epoch resume). Prints samples/s of both and the
+ratio (median of --repeats runs per side, alternating which side goes first).
 
     python benchmarks/bench_data.py [--shards DIR] [--workers 0 2] [--batch-size 64]
 
@@ -50,7 +51,9 @@ class PlainCollate:
 
 def plain_webdataset(urls, image_size, batch_size, workers, tokenizer):
     """The peer: webdataset's documented pipeline, decode included."""
-    transform = ImageTransform(image_size)
+    # The training transform (scale jitter + random crop), as babeltower's training stream
+    # applies: both sides do the same image work per sample.
+    transform = ImageTransform(image_size, train=True)
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
         .shuffle(1000)

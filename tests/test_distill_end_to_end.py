@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from babeltower.cli import lightning_cli, main
+from babeltower.cli import main
+from babeltower.train.launch import lightning_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

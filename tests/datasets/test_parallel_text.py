@@ -337,3 +337,19 @@ def test_datamodule_mixes_sources(parallel_shards, tmp_path):
     assert sources == {True, False}
     with pytest.raises(ValueError, match="train_weights"):
         ParallelTextDataModule(train_shards=["a", "b"], train_weights=[1.0], samples_per_epoch=8)
+
+
+def test_udhr_and_wordfreq_sources_hold_out_unseen_text():
+    from babeltower.datasets.synthetic.parallel import udhr_texts, wordfreq_texts
+
+    train, val = list(udhr_texts(split="train")), list(udhr_texts(split="val"))
+    assert len({p["lang"] for p in train}) >= 80 and len({p["lang"] for p in val}) >= 50
+    assert all(p["src"] == p["tgt"] and p["source"] == "udhr" for p in train + val)
+    seen = {(p["lang"], p["src"]) for p in train}
+    assert not any((p["lang"], p["src"]) in seen for p in val)
+    assert any(p["lang"] == "en" and p["src"].startswith("Everyone has the right") for p in val)  # another article
+    words_train = list(wordfreq_texts(["de", "ja"], 300, split="train"))
+    words_val = list(wordfreq_texts(["de", "ja"], 300, split="val"))
+    assert words_val and not {w["src"] for w in words_val} & {w["src"] for w in words_train}
+    with pytest.raises(ValueError, match="no word list for \\['xx'\\]"):
+        list(wordfreq_texts(["xx"], 10))

@@ -155,3 +155,40 @@ def test_caption_corpus():
     assert attribute_prompt("shape", "heart", "ko") in corpus
     assert caption_corpus(["en"], seed=1) != caption_corpus(["en"], seed=2)
     assert sorted(caption_corpus(["en"], seed=1)) == sorted(caption_corpus(["en"], seed=2))
+
+
+@pytest.mark.parametrize(
+    "spec, lang, expected",
+    [
+        (SceneSpec("circle", "red", 2, "top", "large"), "pt", "dois círculos vermelhos grandes na parte de cima"),
+        (SceneSpec("star", "yellow", 2, "left", "small"), "pt", "duas estrelas amarelas pequenas à esquerda"),
+        (SceneSpec("heart", "blue", 3, "right", "large"), "pt", "três corações azuis grandes à direita"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "it", "due grandi cerchi rossi in alto"),
+        (SceneSpec("star", "yellow", 1, "center", "small"), "it", "una piccola stella gialla al centro"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "tr", "üstte iki büyük kırmızı daire"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "id", "dua lingkaran merah besar di atas"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "vi", "hai hình tròn lớn màu đỏ ở phía trên"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "el", "δύο μεγάλοι κόκκινοι κύκλοι πάνω"),
+        (SceneSpec("heart", "green", 3, "bottom", "small"), "el", "τρεις μικρές πράσινες καρδιές κάτω"),
+        (SceneSpec("square", "green", 3, "bottom", "large"), "el", "τρία μεγάλα πράσινα τετράγωνα κάτω"),
+    ],
+)
+def test_extra_language_grammar(spec, lang, expected):
+    assert caption(spec, lang) == expected
+
+
+def test_extra_languages_caption_every_attribute_and_prompt():
+    from babeltower.datasets.synthetic.scenes import ALL_LANGUAGES, EXTRA_LANGUAGES, code_mixed_caption
+
+    assert len(EXTRA_LANGUAGES) >= 4 and not set(EXTRA_LANGUAGES) & set(LANGUAGES)
+    assert ALL_LANGUAGES == LANGUAGES + EXTRA_LANGUAGES
+    base = SceneSpec("circle", "red", 1, "left", "small")
+    variants = [SceneSpec("square", "red", 1, "left", "small"), SceneSpec("circle", "blue", 1, "left", "small"),
+                SceneSpec("circle", "red", 2, "left", "small"), SceneSpec("circle", "red", 1, "right", "small"),
+                SceneSpec("circle", "red", 1, "left", "large")]
+    for lang in EXTRA_LANGUAGES:
+        assert all(caption(v, lang) != caption(base, lang) for v in variants), lang
+        for attribute, values in ATTRIBUTES.items():
+            assert len({attribute_prompt(attribute, v, lang) for v in values}) == len(values), (lang, attribute)
+    with pytest.raises(ValueError, match="no code-mixed captions for 'pt'"):
+        code_mixed_caption(base, "pt")

@@ -197,7 +197,7 @@ def test_equal_batch_counts_with_two_dataloader_workers(tmp_path):
 def test_bad_samples_reported_from_workers(tmp_path):
     bad = _corrupt_shard(tmp_path / "bad")
     good = make_shards(tmp_path / "good", [6])
-    stream = ShardStream([bad, good], decode=decode, batch_size=2, collate=collate, shuffle_buffer=0)
+    stream = ShardStream([bad, good], decode=decode, batch_size=2, collate=collate, shuffle_buffer=0, drop_last=False)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
     batches = list(loader)
     assert sorted(r["key"] for b in batches for r in b["bad_samples"]) == ["k1", "k4"]
@@ -215,15 +215,21 @@ def test_ranks_see_disjoint_shards_in_one_pass(tmp_path):
     assert len(seen[0] | seen[1]) == sum(UNEVEN)
 
 
-def test_too_few_shards_for_ranks_and_workers(tmp_path):
+def test_fewer_shards_than_ranks_still_split_every_sample(tmp_path):
+    """Shards are split by sample, so 2 shards serve 3 ranks; fewer samples than readers is an error."""
     spec = make_shards(tmp_path / "d", [5, 5])
-    stream = ShardStream(spec, decode=decode, batch_size=1, collate=collate, rank=0, world_size=3)
-    with pytest.raises(ValueError, match=r"2 shards cannot be split over 3 ranks x 1 .*resampled=True"):
-        list(stream)
+    seen = [keys_of(ShardStream(spec, decode=decode, batch_size=1, collate=collate, rank=r, world_size=3))
+            for r in range(3)]
+    assert sorted(k for keys in seen for k in keys) == [f"a{i:05d}" for i in range(10)]
+    assert [len(keys) for keys in seen] == [4, 3, 3]
     resampled = ShardStream(
         spec, decode=decode, batch_size=1, collate=collate, rank=0, world_size=3, resampled=True, samples_per_epoch=30
     )
     assert len(list(resampled)) == 10
+    tiny = make_shards(tmp_path / "tiny", [2])
+    stream = ShardStream(tiny, decode=decode, batch_size=1, collate=collate, rank=2, world_size=3, samples_per_epoch=3)
+    with pytest.raises(ValueError, match=r"hold 2 samples, fewer than the 3 readers \(3 ranks x 1"):
+        list(stream)
 
 
 def test_epoch_changes_order_and_same_epoch_reproduces(tmp_path):
@@ -282,3 +288,178 @@ def test_full_epoch_shows_every_sample_exactly_once(tmp_path):
     )
     keys = [k for batch in stream for k in batch["keys"]]
     assert len(keys) == 120 and len(set(keys)) == 120
+
+
+# ----------------------------------------------------------------- issue 16: sharding, accounting, resume
+
+
+def _loader_keys(loader):
+    return [k for batch in loader for k in batch["key"]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_uneven_shards_shared_across_ranks_without_duplicates_or_starvation(tmp_path, workers):
+    """Shards of 300/100/20 on 2 ranks: each rank gets half of every epoch, no sample twice (issue 16.9)."""
+    from babeltower.datasets.pipeline import EpochLoader
+
+    spec = make_shards(tmp_path / "d", [300, 100, 20])
+    for epoch in range(3):
+        per_rank = []
+        for rank in range(2):
+            stream = ShardStream(spec, decode=decode, batch_size=10, collate=collate, samples_per_epoch=420,
+                                 rank=rank, world_size=2, shuffle_buffer=50, seed=1)
+            stream.set_epoch(epoch)
+            keys = _loader_keys(EpochLoader(stream, num_workers=workers))
+            assert len(keys) == 210 == len(set(keys))  # 21 batches of 10, no duplicate within the rank
+            per_rank.append(set(keys))
+        assert per_rank[0].isdisjoint(per_rank[1])
+        assert len(per_rank[0] | per_rank[1]) == 420
+        # neither rank is stuck with the small shard: both draw from the big one
+        assert all(sum(k < "a00300" for k in keys) > 100 for keys in per_rank)
+
+
+def test_seed_everything_drives_the_data_order(tmp_path, monkeypatch):
+    """With seed=None the stream follows PL_GLOBAL_SEED (what seed_everything sets) (issue 16.9)."""
+    import lightning as L
+
+    spec = make_shards(tmp_path / "d", [30, 30])
+
+    def order():
+        return keys_of(ShardStream(spec, decode=decode, batch_size=4, collate=collate, shuffle_buffer=20,
+                                   drop_last=False))
+
+    L.seed_everything(1)
+    first = order()
+    assert order() == first
+    L.seed_everything(2)
+    assert order() != first
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+    assert order() == first
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_every_skipped_sample_is_reported_once_whatever_the_workers(tmp_path, workers, drop_last, world_size):
+    """Corrupt samples after a worker's last full batch are reported too (issue 16.8: was one short per worker)."""
+    from babeltower.datasets.pipeline import EpochLoader
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    samples = [{"__key__": f"k{i:03d}", "png": PNG, "json": {"n": i, "source": "a"}} for i in range(47)]
+    bad = {5, 17, 30, 44, 45, 46}  # the last three come after every worker's last full batch
+    for i in bad:
+        samples[i]["png"] = b"not a png"
+    write_shards(samples, folder, max_count=16)
+    reported = []
+    for rank in range(world_size):
+        stream = ShardStream(str(folder), decode=decode, batch_size=4, collate=collate, shuffle_buffer=0,
+                             drop_last=drop_last, rank=rank, world_size=world_size)
+        loader = EpochLoader(stream, num_workers=workers)
+        batches = list(loader)
+        reported += [r["key"] for b in batches for r in b["bad_samples"]] + [r["key"] for r in loader.unreported]
+        assert all("__position__" not in b for b in batches)
+    assert sorted(reported) == sorted(f"k{i:03d}" for i in bad)
+
+
+def test_balanced_validation_gives_every_rank_the_same_batch_count(tmp_path):
+    """Validation shards of 70 and 30 samples on 2 and 3 ranks: equal batch counts, every sample once (issue 16.2)."""
+    from babeltower.datasets.pipeline import EpochLoader, single_pass_stream
+
+    spec = make_shards(tmp_path / "d", [70, 30])
+    for world_size, workers, batch_size in [(2, 0, 8), (3, 0, 8), (2, 2, 16), (4, 1, 64), (1, 2, 16)]:
+        counts, real = [], []
+        for rank in range(world_size):
+            stream = single_pass_stream(spec, decode=decode, collate=collate, batch_size=batch_size)
+            stream.set_distributed(rank, world_size)
+            batches = list(EpochLoader(stream, num_workers=workers))
+            counts.append(len(batches))
+            real.extend(k for b in batches if not b.get("padding") for k in b["key"])
+            assert all(len(b["key"]) == 1 for b in batches if b.get("padding"))
+        assert len(set(counts)) == 1, (world_size, workers, counts)
+        assert sorted(real) == [f"a{i:05d}" for i in range(100)]
+        if world_size == 1:  # one process: nothing to balance, so never a repeated sample
+            assert not any(b.get("padding") for b in batches)
+
+
+def _consume(loader, stop_after):
+    """Trains on ``stop_after`` batches (the loader is read one batch ahead, like Lightning) and saves."""
+    keys, iterator = [], iter(loader)
+    batch = next(iterator)
+    for _ in range(stop_after):
+        keys.extend(batch["key"])
+        batch = next(iterator)  # prefetched, never trained
+    object.__setattr__(loader, "_trainer", _FakeTrainer(stop_after))
+    return keys, loader.state_dict()
+
+
+class _FakeTrainer:
+    """The attribute path EpochLoader reads: batches trained so far in the epoch."""
+
+    def __init__(self, processed):
+        progress = type("P", (), {"current": type("C", (), {"processed": processed})()})()
+        self.fit_loop = type("F", (), {"epoch_loop": type("E", (), {"batch_progress": progress})()})()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_exact_mid_epoch_resume(tmp_path, workers, mixed):
+    """Stop mid-epoch, restore the loader state in a fresh loader: each sample of the epoch exactly once (16.10)."""
+    from babeltower.datasets.pipeline import EpochLoader
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    samples = [{"__key__": f"k{i:03d}", "png": PNG, "json": {"n": i, "source": "a"}} for i in range(120)]
+    for i in (3, 50, 51, 90):
+        samples[i]["png"] = b"broken"
+    write_shards(samples, folder, max_count=25)
+    spec = make_shards(tmp_path / "b", [40, 40], source="b")
+
+    def make():
+        stream = ShardStream(str(folder), decode=decode, batch_size=5, collate=collate, shuffle_buffer=30,
+                             samples_per_epoch=110, seed=3)
+        if mixed:
+            other = ShardStream(spec, decode=decode, batch_size=5, collate=collate, shuffle_buffer=30,
+                                samples_per_epoch=60, seed=3)
+            stream = MixedStream([stream, other], [2.0, 1.0], seed=3)
+        stream.set_epoch(2)
+        return EpochLoader(stream, num_workers=workers)
+
+    full = _loader_keys(make())
+    first, state = _consume(make(), stop_after=9)
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = _loader_keys(resumed)
+    assert sorted(first + rest) == sorted(full)  # the same multiset: nothing lost, nothing repeated
+    assert len(first + rest) == (34 if mixed else 22) * 5
+    if not mixed:  # a mixture's sources cycle past their own epoch; a plain stream never repeats
+        assert len(set(first + rest)) == len(first + rest)
+    again = _loader_keys(resumed)  # the next iteration is a whole epoch again
+    assert sorted(again) == sorted(full)
+
+
+def test_fast_tar_reader_matches_tarfile_on_long_names_gzip_and_members(tmp_path):
+    """The plain-tar reader and the tarfile path (gzip) give the same samples, pax long names included."""
+    import gzip
+    import tarfile
+
+    from babeltower.datasets.pipeline import read_tar
+
+    long_key = "sub/" + "x" * 150 + "-0001"  # > 100 bytes: a pax header carries the name
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as archive:
+        for key, fields in [("a", {"txt": b"1", "json": b"{}"}), (long_key, {"txt": b"2"}), ("ü-k", {"txt": b"3"})]:
+            for ext, data in fields.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        directory = tarfile.TarInfo("folder")
+        directory.type = tarfile.DIRTYPE
+        archive.addfile(directory)
+    plain = [{k: v for k, v in s.items() if k != "__url__"} for s in read_tar(str(path))]
+    assert plain == [{"__key__": "a", "txt": b"1", "json": b"{}"}, {"__key__": long_key, "txt": b"2"},
+                     {"__key__": "ü-k", "txt": b"3"}]
+    gz = tmp_path / "s.tar.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert [{k: v for k, v in s.items() if k != "__url__"} for s in read_tar(str(gz))] == plain
+    assert [s["__key__"] for s in read_tar(f"pipe:cat {path}")] == ["a", long_key, "ü-k"]

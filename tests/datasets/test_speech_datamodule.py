@@ -114,20 +114,17 @@ def test_batch_counts_per_rank_unchanged_and_order_deterministic(shards):
 def test_bucket_samples_sorts_within_buffers_and_validates():
     import random
 
+    from babeltower.datasets.pipeline import _SkipReport
+
     samples = [{"waveform": np.zeros(n), "n": n} for n in [5, 1, 9, 3, 7, 2, 8, 4, 6, 0]]
     batches = list(
         bucket_samples(samples, batch_size=2, buffer_batches=2, collate=lambda s: {"n": [x["n"] for x in s]},
-                       report=_Report(), rng=random.Random(0), drop_last=True)
+                       report=_SkipReport(), rng=random.Random(0), drop_last=True)
     )
     # Buffers [5 1 9 3], [7 2 8 4], then [6 0] alone; each cut into sorted pairs.
     assert sorted(tuple(b["n"]) for b in batches) == [(0, 6), (1, 3), (2, 4), (5, 9), (7, 8)]
     with pytest.raises(ValueError, match="bucket_buffer=6 holds fewer than two batches"):
         SpeechDataModule(train_shards="unused", batch_size=4, bucket_buffer=6)
-
-
-class _Report:
-    def drain(self):
-        return []
 
 
 def test_vocab_size_tokenizes_targets_with_the_first_tokens(shards):
@@ -143,3 +140,43 @@ def test_vocab_size_tokenizes_targets_with_the_first_tokens(shards):
     assert int(batch["labels"].max()) < 600
     with pytest.raises(ValueError, match="vocab_size must be >= 0"):
         SpeechDataModule(train_shards=shards, vocab_size=-1)
+
+
+def test_bucketed_batches_resume_exactly_from_a_saved_position():
+    """A saved position inside a bucket buffer rebuilds that buffer and skips only its trained batches."""
+    import itertools
+    import random
+
+    from babeltower.datasets.pipeline import POSITION_KEY, _SkipReport
+
+    def clips():
+        return [{"waveform": np.zeros(1 + (i * 7919) % 50), "n": i} for i in range(60)]
+
+    def run(resume=None, stop=None):
+        report = _SkipReport()
+        samples = iter(clips())
+        if resume:
+            samples = itertools.islice(samples, resume["samples"], None)
+            report.consumed, report.batches = resume["samples"], resume["batches"]
+        counted = ({**s} for s in samples)
+
+        def consume(source):
+            for sample in source:
+                report.consumed += 1
+                yield sample
+
+        batches = bucket_samples(consume(counted), batch_size=4, buffer_batches=4,
+                                 collate=lambda s: {"n": [x["n"] for x in s]}, report=report,
+                                 rng=lambda index: random.Random(f"b{index}"), drop_last=True,
+                                 max_batches=14 - report.batches,
+                                 resume=resume)
+        return list(itertools.islice(batches, stop)) if stop else list(batches)
+
+    full = [n for b in run() for n in b["n"]]
+    assert len(full) == 56
+    for stop in (1, 5, 6, 9, 13, 14):
+        first = run(stop=stop)
+        position = first[-1][POSITION_KEY]
+        rest = run(resume=position)
+        seen = [n for b in first + rest for n in b["n"]]
+        assert sorted(seen) == sorted(full) and len(seen) == len(set(seen)), stop

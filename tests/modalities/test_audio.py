@@ -139,3 +139,27 @@ def test_bucket_by_duration_budget_and_coverage():
     assert bucket_by_duration([1.0, 3.0, 1.0, 2.0], batch_seconds=4.0) == [[0, 2], [3], [1]]
     with pytest.raises(ValueError, match=r"durations\[1\] = 9.0"):
         bucket_by_duration([1.0, 9.0], batch_seconds=4.0)
+
+
+def test_truncated_wav_and_folder_raise_naming_the_file(tmp_path):
+    import soundfile as sf
+
+    full = tmp_path / "full.wav"
+    sf.write(full, np.full(16000, 0.1, np.float32), 16000, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    # libsndfile alone returns the first half without complaint.
+    assert sf.read(cut)[0].shape == (7978,) or sf.read(cut)[0].shape[0] < 16000
+    with pytest.raises(ValueError, match=r"cut.wav: truncated WAV file: the header declares 32000 bytes"):
+        load_audio(cut)
+    with pytest.raises(ValueError, match=r"shard-1/k.wav: truncated WAV"):
+        load_audio(data[:-100], where="shard-1/k.wav")
+    assert load_audio(full).shape == (16000,)
+    # A streaming header (espeak-ng --stdout: data size 0x7ffff000) is not a truncation.
+    streaming = bytearray(data)
+    offset = streaming.index(b"data") + 4
+    streaming[offset : offset + 4] = (0x7FFFF000).to_bytes(4, "little")
+    assert load_audio(bytes(streaming)).shape == (16000,)
+    with pytest.raises(ValueError, match="is a folder; expected an audio file"):
+        load_audio(tmp_path)

@@ -207,3 +207,45 @@ def test_smaller_ctc_vocabulary_is_the_shared_tokenizers_first_tokens(tmp_path):
     torch.testing.assert_close(loaded(features, lengths)[0], model(features, lengths)[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"ASRConfig.vocab_size=100.*cannot keep only"):
         _model(vocab_size=100)
+
+
+@pytest.mark.parametrize("samples", [1, 2, 200, 399])
+def test_transcribe_very_short_clips_pads_instead_of_crashing(samples):
+    model = _model()
+    texts = model.transcribe(torch.randn(samples) * 0.1)
+    assert len(texts) == 1 and isinstance(texts[0], str)
+    batch = model.transcribe(torch.randn(3, 8000) * 0.1, torch.tensor([8000, 1, 150]))
+    assert len(batch) == 3 and all(isinstance(t, str) for t in batch)
+
+
+def test_decoding_never_emits_a_partial_character():
+    model = _model()
+    # Byte-level BPE: a lone byte piece that is not a whole UTF-8 character decodes to U+FFFD.
+    lead = next(i for i in range(len(model.tokenizer)) if "\ufffd" in model.tokenizer.decode([i]))
+    ids = model.tokenizer("한국 abc", add_special_tokens=False)["input_ids"]
+    assert model.decode_tokens([[lead] + ids + [lead]]) == ["한국 abc"]
+    # Random weights emit arbitrary byte pieces: every transcript is still valid text.
+    from babeltower.modalities.speech_units import is_valid_text
+
+    torch.manual_seed(0)
+    texts = model.transcribe(torch.randn(4, 16000) * 0.3)
+    assert all(is_valid_text(t) for t in texts)
+
+
+def test_character_units_and_three_times_reduction(tmp_path):
+    from babeltower.modalities.speech_units import build_char_tokenizer
+
+    build_char_tokenizer(sorted(set("왼쪽에 큰 빨간 원 hello"))).save_pretrained(str(tmp_path / "units"))
+    model = _model(subsampling="conv1d", time_reduction=3, tokenizer=str(tmp_path / "units"))
+    assert model.config.vocab_size == len(model.tokenizer) and model.blank_id == model.ctc_head.out_features - 1
+    features, lengths = _features([101, 57])
+    log_probs, out_lengths, _ = model(features, lengths)
+    assert out_lengths.tolist() == model.output_lengths(lengths).tolist() == [34, 19]
+    assert log_probs.shape[1] == 34
+    jamo = model.tokenizer("원", add_special_tokens=False)["input_ids"]
+    assert len(jamo) == 3 and model.decode_tokens([jamo, jamo[:1]]) == ["원", ""]  # an initial alone is dropped
+    model.save_pretrained(tmp_path / "asr")
+    loaded = ASRModel.from_pretrained(tmp_path / "asr")
+    torch.testing.assert_close(loaded(features, lengths)[0], model(features, lengths)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="time_reduction=3 needs subsampling: conv1d"):
+        ASRConfig(time_reduction=3)

@@ -76,3 +76,33 @@ def test_refuses_to_overwrite(clip, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         save_clip(clip, tmp_path / "hub")
     assert (tmp_path / "hub" / "mine.txt").read_text() == "user data"
+
+
+def test_export_overwrite_never_deletes_files_it_did_not_write(tmp_path):
+    from babeltower.models.hub import prepare_output_folder
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files an export does not write .*checkpoints, notes.txt"):
+        prepare_output_folder(run, overwrite=True)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"x" and (run / "notes.txt").is_file()
+
+
+def test_export_overwrite_replaces_an_earlier_export_only(tmp_path):
+    import json
+
+    from babeltower.models.hub import prepare_output_folder
+
+    hub = tmp_path / "hub"
+    (hub / "asr").mkdir(parents=True)
+    (hub / "asr" / "config.json").write_text("{}")
+    (hub / "model_index.json").write_text(json.dumps({"_class_name": "ASRModel", "asr": ["babeltower", "ASRModel"]}))
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        prepare_output_folder(hub, overwrite=False)
+    assert prepare_output_folder(hub, overwrite=True) == hub
+    assert list(hub.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError, match="is a file"):
+        prepare_output_folder(tmp_path / "file", overwrite=True)

@@ -152,3 +152,27 @@ def test_latent_pipeline_decodes_with_vae(tmp_path):
     assert images.shape == (1, 3, 32, 32)
     pipe.save_pretrained(tmp_path / "latent")
     assert DiffusionPipeline.from_pretrained(tmp_path / "latent", trust_remote_code=True).vae is not None
+
+
+def test_attention_backend_survives_save_and_load(tmp_path):
+    # Before: the constructor forced "sdpa", so a pipeline saved with "math" came back with sdpa.
+    pipe = _pipeline()
+    pipe.set_attention_backend("math")
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = BabelTowerText2ImagePipeline.from_pretrained(tmp_path / "p")
+    backends = {p.backend for p in loaded.unet.attn_processors.values()}
+    assert backends == {"math"}
+    assert loaded.config.attn_backend == "math"
+
+
+def test_loading_a_pipeline_with_a_missing_unet_weight_fails(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _pipeline().save_pretrained(tmp_path / "p")
+    weights = next((tmp_path / "p" / "unet").glob("*.safetensors"))
+    state = load_file(weights)
+    removed = sorted(state)[3]
+    del state[removed]
+    save_file(state, weights)
+    with pytest.raises(RuntimeError, match=r"unet: the weights do not match.*missing \['" + removed):
+        BabelTowerText2ImagePipeline.from_pretrained(tmp_path / "p")

@@ -59,3 +59,20 @@ def test_clip_text_tower_as_teacher(tmp_path):
 
     enc = tokenize(teacher.tokenizer, ["un cercle rouge", "a red circle"], 64)
     torch.testing.assert_close(emb, clip.encode_text(enc["input_ids"], enc["attention_mask"]).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_text_encoder_folder_as_teacher(tmp_path):
+    from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig
+
+    torch.manual_seed(0)
+    student = TextEncoder(TextEncoderConfig(projection_dim=16))
+    student.save_pretrained(tmp_path / "enc")
+    teacher = Teacher(TeacherConfig(kind="text-encoder", path=str(tmp_path / "enc")))
+    emb, states, tokens = teacher(["ein roter Kreis", "a red circle"])
+    assert emb.shape == (2, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
+    assert states.shape[:2] == tokens["input_ids"].shape and teacher.token_dim == 32
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(FileNotFoundError, match="babeltower_text_encoder.json"):
+        Teacher(TeacherConfig(kind="text-encoder", path=str(tmp_path)))
+    with pytest.raises(ValueError, match="TeacherConfig.role"):
+        TeacherConfig(kind="text-encoder", role="document")

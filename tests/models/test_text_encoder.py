@@ -204,3 +204,67 @@ def test_pretrained_folder_builds_the_same_encoder(tmp_path, batch):
         torch.testing.assert_close(
             encoder(**batch).last_hidden_state, source(**batch).last_hidden_state, atol=1e-5, rtol=1e-5
         )
+
+
+# --- trainable_layers and the frozen-backbone cache ------------------------------------------
+
+
+def test_trainable_layers_freeze_all_or_the_lower_layers():
+    frozen = _encoder(trainable_layers=0, projection_dim=8)
+    assert frozen.backbone_frozen and all(p.requires_grad for p in frozen.text_projection.parameters())
+    frozen.train()
+    assert frozen.training and not frozen.backbone.training  # no dropout in a frozen backbone
+    top = _encoder(trainable_layers=1)
+    trainable = {n for n, p in top.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("encoder.layer.1.") for n in trainable)
+    assert all(p.requires_grad for p in _encoder().backbone.parameters())  # default: everything trains
+    with pytest.raises(ValueError, match="trainable_layers=3 exceeds the backbone's 2 layers"):
+        _encoder(trainable_layers=3)
+    with pytest.raises(ValueError, match="trainable_layers"):
+        TextEncoderConfig(trainable_layers=-2)
+
+
+def test_frozen_cache_matches_and_stays_bounded(tokenizer):
+    encoder = _encoder(trainable_layers=0, projection_dim=8, cache_size=3).train()
+    texts = TEXTS + TEXTS[:2]  # 4 distinct, 2 repeated
+    batch = tokenize(tokenizer, texts, max_length=32)
+    out = encoder(batch["input_ids"], batch["attention_mask"])
+    assert len(encoder._cache) == 3 and encoder.cache_misses == 4 and encoder.cache_hits == 2
+    encoder.config.cache_size = 0
+    direct = encoder(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(out.embeds, direct.embeds, atol=1e-6)
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(out.last_hidden_state[real], direct.last_hidden_state[real], atol=1e-6)
+    out.embeds.sum().backward()  # the projection still learns through cached states
+    assert encoder.text_projection.weight.grad is not None
+    encoder.config.cache_size = 3
+    encoder.apply_trainable_layers(-1)  # unfrozen: the cache is dropped and bypassed
+    encoder(batch["input_ids"], batch["attention_mask"])
+    assert len(encoder._cache) == 0
+
+
+def test_prefix_fields_round_trip_and_byte_bpe_prefix_is_refused(tmp_path):
+    encoder = _encoder(trainable_layers=1)
+    encoder.save_pretrained(tmp_path / "enc")
+    saved = json.loads((tmp_path / "enc" / CONFIG_FILE).read_text())
+    assert (saved["trainable_layers"], saved["query_prefix"], saved["passage_prefix"]) == (1, "", "")
+    assert TextEncoder.from_pretrained(tmp_path / "enc").config.trainable_layers == 1
+    # The byte-level BPE glues the space to the next word, so a prefix cannot be spliced in as tokens.
+    with pytest.raises(ValueError, match="query_prefix='query: '"):
+        _encoder(query_prefix="query: ")
+
+
+def test_loading_weights_clears_the_cache(tokenizer):
+    encoder = _encoder(trainable_layers=0)
+    batch = tokenize(tokenizer, TEXTS, max_length=32)
+    before = encoder(batch["input_ids"], batch["attention_mask"]).pooled
+    other = _encoder(seed=1, trainable_layers=0)
+    parent = torch.nn.ModuleDict({"text": encoder})
+    parent.load_state_dict({f"text.{k}": v for k, v in other.state_dict().items()})  # as a Lightning checkpoint would
+    assert len(encoder._cache) == 0
+    after = encoder(batch["input_ids"], batch["attention_mask"]).pooled
+    assert torch.allclose(after, other(batch["input_ids"], batch["attention_mask"]).pooled, atol=1e-6)
+    assert not torch.allclose(after, before)
+    encoder(batch["input_ids"], batch["attention_mask"])
+    encoder.backbone.load_state_dict(other.backbone.state_dict())  # the backbone alone (hub.strict_load)
+    assert len(encoder._cache) == 0

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from babeltower.train.contrastive import ContrastiveSystem, clip_loss, cosine_with_warmup
+from babeltower.train.contrastive import ContrastiveSystem, clip_loss
+from babeltower.train.optim import cosine_with_warmup
 
 
 def test_clip_loss_matches_open_clip():
@@ -54,7 +55,7 @@ def _losses(root):
 
 def test_fit_through_cli_loss_falls_and_resume(scene_shards, tmp_path, monkeypatch):
     """A real `babeltower fit` on scene shards: the loss falls; --ckpt_path resumes."""
-    from babeltower.cli import lightning_cli
+    from babeltower.train.launch import lightning_cli
 
     monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[2])
     cli = lightning_cli(_fit_args(scene_shards, tmp_path / "run", 120, ["--trainer.log_every_n_steps", "10"]))

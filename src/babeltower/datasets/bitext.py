@@ -428,7 +428,8 @@ class ParallelTextDataModule(StreamLoaders, L.LightningDataModule):
             multi-GPU training and for mixing sources.
         resampled: Draw training shards with replacement.
         shuffle_buffer: Training sample shuffle buffer size.
-        seed: Seed of shard order, sample order and mixing.
+        seed: Seed of shard order, sample order and mixing; None (default) follows the
+            run's ``seed_everything``.
         max_text_length: Texts are truncated to this many tokens, for both tokenizers.
         train_weights: Mixing weights, one per entry of ``train_shards`` (default equal).
     """
@@ -445,7 +446,7 @@ class ParallelTextDataModule(StreamLoaders, L.LightningDataModule):
         samples_per_epoch: int | None = None,
         resampled: bool = False,
         shuffle_buffer: int = 1000,
-        seed: int = 0,
+        seed: int | None = None,
         max_text_length: int = 64,
         train_weights: list[float] | None = None,
     ) -> None:

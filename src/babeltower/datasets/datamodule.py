@@ -20,6 +20,13 @@ Batches are dicts::
     lang, key       list[str]
     meta            list[dict]   the samples' json
     bad_samples     list[dict]   {"shard", "key", "reason"} skipped since the last batch
+    padding         True         only on a DDP validation padding batch (see pipeline)
+
+Every DataModule here shares :mod:`babeltower.datasets.pipeline`'s guarantees: samples
+split across ranks and workers by sample (uneven shards neither starve a rank nor repeat
+a sample), the order driven by ``seed_everything`` (``seed=None``), rank-balanced
+validation, every corrupt sample reported once, and exact mid-epoch resume from a
+checkpoint (``fit --ckpt_path``; the loader's position is saved in the checkpoint).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from babeltower.datasets.pipeline import (
     MixedStream,
     ShardStream,
     StreamLoaders,
+    resolve_seed,
     single_pass_stream,
     weighted_train_stream,
 )
@@ -196,7 +204,8 @@ class ImageTextDataModule(StreamLoaders, L.LightningDataModule):
             multi-GPU training and for mixing sources.
         resampled: Draw training shards with replacement.
         shuffle_buffer: Training sample shuffle buffer size.
-        seed: Seed of shard order, sample order, mixing, jitter and caption languages.
+        seed: Seed of shard order, sample order, mixing, jitter and caption languages;
+            None (default) follows the run's ``seed_everything`` (``PL_GLOBAL_SEED``).
         max_text_length: Captions are truncated to this many tokens.
         caption_languages: Training picks one of these caption languages per sample
             when the sample's json has ``captions``; None always uses ``txt``.
@@ -215,7 +224,7 @@ class ImageTextDataModule(StreamLoaders, L.LightningDataModule):
         samples_per_epoch: int | None = None,
         resampled: bool = False,
         shuffle_buffer: int = 1000,
-        seed: int = 0,
+        seed: int | None = None,
         max_text_length: int = 64,
         caption_languages: list[str] | None = None,
     ) -> None:
@@ -275,7 +284,7 @@ class ImageTextDataModule(StreamLoaders, L.LightningDataModule):
             self.train_sources,
             self.train_weights,
             make_decoder=lambda: ImageTextDecoder(
-                self.image_size, train=True, caption_languages=self.caption_languages, seed=self.seed
+                self.image_size, train=True, caption_languages=self.caption_languages, seed=resolve_seed(self.seed)
             ),
             collate=collate,
             batch_size=self.batch_size,

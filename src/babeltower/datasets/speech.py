@@ -57,6 +57,8 @@ import lightning as L
 import torch
 
 from babeltower.datasets.pipeline import (
+    POSITION_KEY,
+    REPORT_ONLY_KEY,
     ShardStream,
     StreamContext,
     StreamLoaders,
@@ -180,16 +182,19 @@ def bucket_samples(
     buffer_batches: int,
     collate: Callable[[list[dict]], dict],
     report: _SkipReport,
-    rng: random.Random,
+    rng: random.Random | Callable[[int], random.Random],
     drop_last: bool,
     max_batches: int | None = None,
+    length: Callable[[dict], int] | None = None,
+    resume: dict | None = None,
 ) -> Iterator[dict]:
     """Stage: decoded clips -> batches of similar duration (sort-and-cut over a buffer).
 
     Takes ``buffer_batches * batch_size`` clips, sorts them by waveform length (stable,
     so equal lengths keep their shuffled order), cuts them into batches of
     ``batch_size`` and yields those in an order shuffled with ``rng``; then the next
-    buffer. Clips skipped while a buffer fills are reported by its first batch.
+    buffer. Clips skipped while a buffer fills are reported by its first batch; those
+    skipped after the last batch (in a buffer that ``drop_last`` drops) by the last batch.
 
     Args:
         samples: Decoded samples with a ``"waveform"`` (N,) tensor.
@@ -197,36 +202,70 @@ def bucket_samples(
         buffer_batches: Batches' worth of clips sorted together (>= 1).
         collate: List of samples -> batch dict.
         report: The stream's skip report, drained into each batch's ``bad_samples``.
-        rng: Orders the batches of each buffer.
+        rng: Orders the batches of each buffer: a generator, or a function of the
+            buffer's index returning one (what an exact resume needs).
         drop_last: Drop a final incomplete batch (one-pass epochs). The clips dropped
             are the last to arrive, as without bucketing, not the longest.
         max_batches: Stop after this many batches; the last buffer then takes only the
             clips those batches need, so exactly ``max_batches * batch_size`` are read.
+        length: Sample -> the size to sort by; None: the waveform's length (other
+            modalities pass theirs, e.g. a line image's width).
+        resume: A saved position (``{"buffer", "skip"}``; the samples before the buffer
+            were skipped upstream): the buffer is rebuilt and its first ``skip``
+            batches, trained before the interruption, are dropped.
 
     Yields:
-        Batch dicts, each with ``"bad_samples"``.
+        Batch dicts, each with ``"bad_samples"`` and the reader's position.
     """
     if batch_size < 1 or buffer_batches < 1:
         raise ValueError(
             f"bucket_samples: need batch_size >= 1 and buffer_batches >= 1, got {batch_size} and {buffer_batches}"
         )
+    rng_for = (lambda index: rng) if isinstance(rng, random.Random) else rng
     samples = iter(samples)
     produced = 0
+    buffer_index = int(resume.get("buffer", 0)) if resume else 0
+    skip = int(resume.get("skip", 0)) if resume else 0
+    held: dict | None = None
     while max_batches is None or produced < max_batches:
+        start_samples, start_batches = report.consumed, report.batches
         room = buffer_batches if max_batches is None else min(buffer_batches, max_batches - produced)
         buffer = list(itertools.islice(samples, room * batch_size))
+        ran_out = len(buffer) < room * batch_size
         if drop_last:
             del buffer[len(buffer) - len(buffer) % batch_size :]
         if not buffer:
-            return
-        buffer.sort(key=lambda sample: sample["waveform"].shape[0])
+            break
+        buffer.sort(key=length or (lambda sample: sample["waveform"].shape[0]))
         batches = [buffer[start : start + batch_size] for start in range(0, len(buffer), batch_size)]
-        rng.shuffle(batches)
-        for batch in batches:
-            yield _collate(batch, collate, report)
-        produced += len(batches)
-        if len(buffer) < room * batch_size:
-            return  # the source ran out: a one-pass epoch is over
+        rng_for(buffer_index).shuffle(batches)
+        produced += skip  # trained before the interruption
+        if skip:
+            report.drain()  # already reported with this buffer's first batch, before the interruption
+        for number in range(skip, len(batches)):
+            collated = _collate(batches[number], collate, report)
+            collated[POSITION_KEY] = {
+                "samples": start_samples, "batches": start_batches, "buffer": buffer_index, "skip": number + 1
+            }
+            if held is not None:
+                yield held
+            held = collated
+            produced += 1
+            if max_batches is not None and produced >= max_batches:
+                break
+        report.batches = start_batches + len(batches)
+        buffer_index += 1
+        skip = 0
+        if ran_out:
+            break  # the source ran out: a one-pass epoch is over
+    if held is not None:
+        held["bad_samples"].extend(report.drain())
+        if held[POSITION_KEY]["skip"] == report.batches - held[POSITION_KEY]["batches"]:
+            # the held batch ends its buffer: the position moves past everything read
+            held[POSITION_KEY] = {"samples": report.consumed, "batches": report.batches, "buffer": buffer_index, "skip": 0}
+        yield held
+    elif report.pending and report.report_only:
+        yield {REPORT_ONLY_KEY: True, "bad_samples": report.drain()}
 
 
 class DurationBucketedStream(ShardStream):
@@ -245,6 +284,9 @@ class DurationBucketedStream(ShardStream):
         **kwargs: ShardStream's other arguments (``decode``, ``batch_size``, ``collate``,
             ``samples_per_epoch``, ...).
     """
+
+    #: Sample -> size to bucket by (None: waveform length); subclasses for other modalities set it.
+    sample_length: Callable[[dict], int] | None = None
 
     def __init__(self, shards: str | list[str], *, bucket_buffer: int, **kwargs: Any) -> None:
         super().__init__(shards, **kwargs)
@@ -267,9 +309,13 @@ class DurationBucketedStream(ShardStream):
             buffer_batches=self.bucket_buffer // self.batch_size,
             collate=self.collate,
             report=report,
-            rng=random.Random(f"buckets:{self.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}"),
+            # One generator per buffer, so a resumed run orders a rebuilt buffer alike.
+            rng=lambda index: random.Random(f"buckets:{ctx.seed}:{ctx.epoch}:{ctx.rank}:{ctx.worker}:{index}"),
             drop_last=self.drop_last,
-            max_batches=self.worker_quota(ctx) if self.samples_per_epoch is not None and not endless else None,
+            max_batches=self.worker_quota(ctx) - report.batches
+            if self.samples_per_epoch is not None and not endless else None,
+            length=self.sample_length,
+            resume=report.resume,
         )
 
 
@@ -290,7 +336,8 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
             training: every rank then yields the same number of batches).
         resampled: Draw training shards with replacement.
         shuffle_buffer: Training sample shuffle buffer size.
-        seed: Seed of shard and sample order.
+        seed: Seed of shard and sample order; None (default) follows the run's
+            ``seed_everything``.
         sample_rate: Waveform rate in Hz.
         max_seconds: Clips longer than this are skipped (and reported).
         max_text_length: Transcripts are truncated to this many tokens.
@@ -311,7 +358,7 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
         samples_per_epoch: int | None = None,
         resampled: bool = False,
         shuffle_buffer: int = 500,
-        seed: int = 0,
+        seed: int | None = None,
         sample_rate: int = 16000,
         max_seconds: float = 20.0,
         max_text_length: int = 256,

@@ -22,9 +22,75 @@ from typing import Iterable
 
 from babeltower.eval.asr_metrics import cer, cer_no_spaces, corpus_mer, corpus_pier, wer
 from babeltower.eval.report import bar_chart, markdown_table, write_json
+from babeltower.modalities.speech_units import is_valid_text
 
 CODE_SWITCHED = "ko-en"
 NO_SPACE_LANGUAGES = ("zh", "ja", "yue", "cmn")
+#: Evaluation groups a shard's json may name (``group``), in report order: the seen
+#: domain (scene captions), real sentences never in training, code-switched sentences
+#: never in training.
+GROUPS: tuple[str, ...] = ("scene", "heldout", "code_switched")
+
+
+def _language_rows(items: list[dict], no_space_languages) -> dict[str, dict]:
+    by_lang: dict[str, list[dict]] = defaultdict(list)
+    for u in items:
+        by_lang[u["lang"]].append(u)
+    rows = {}
+    for lang in sorted(by_lang):
+        refs, hyps = [u["ref"] for u in by_lang[lang]], [u["hyp"] for u in by_lang[lang]]
+        row = {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "num_utterances": len(refs)}
+        if lang in no_space_languages:
+            row["cer_no_spaces"] = cer_no_spaces(refs, hyps)
+        rows[lang] = row
+    return rows
+
+
+def _code_switching(items: list[dict]) -> dict:
+    scored = [
+        {"ref": u["ref"], "hyp": u["hyp"], "level": (u.get("meta") or {}).get("cs_level"),
+         "loanwords": (u.get("meta") or {}).get("loanwords")}
+        for u in items
+    ]  # fmt: skip
+    return {"mer": corpus_mer(scored), "pier": corpus_pier(scored), "num_utterances": len(scored)}
+
+
+def _group_reports(utterances: list[dict], no_space_languages) -> dict:
+    """Per evaluation group (the shard json's ``group``): per-language rows, mean CER, MER."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for u in utterances:
+        group = (u.get("meta") or {}).get("group")
+        if group:
+            grouped[group].append(u)
+    out = {}
+    for group in sorted(grouped, key=lambda g: (GROUPS.index(g) if g in GROUPS else len(GROUPS), g)):
+        items = grouped[group]
+        mono = [u for u in items if u["lang"] != CODE_SWITCHED]
+        entry: dict = {"num_utterances": len(items)}
+        if mono:
+            rows = _language_rows(mono, no_space_languages)
+            entry["per_language"] = rows
+            entry["mean_cer"] = sum(r["cer"] for r in rows.values()) / len(rows)
+            entry["max_cer"] = max(r["cer"] for r in rows.values())
+            entry["pooled_cer"] = cer([u["ref"] for u in mono], [u["hyp"] for u in mono])
+        cs = [u for u in items if u["lang"] == CODE_SWITCHED]
+        if cs:
+            entry["code_switching"] = _code_switching(cs)
+        out[group] = entry
+    return out
+
+
+def _summary(groups: dict) -> dict:
+    """The issue's bar quantities, where the groups exist."""
+    summary = {}
+    if "heldout" in groups and "mean_cer" in groups["heldout"]:
+        summary["heldout_mean_cer"] = groups["heldout"]["mean_cer"]
+        summary["heldout_max_cer"] = groups["heldout"]["max_cer"]
+    if "scene" in groups and "mean_cer" in groups["scene"]:
+        summary["scene_mean_cer"] = groups["scene"]["mean_cer"]
+    if "code_switched" in groups and "code_switching" in groups["code_switched"]:
+        summary["code_switched_mer"] = groups["code_switched"]["code_switching"]["mer"]["all"]
+    return summary
 
 
 def evaluate_asr(utterances: Iterable[dict], *, no_space_languages=NO_SPACE_LANGUAGES) -> dict:
@@ -38,7 +104,11 @@ def evaluate_asr(utterances: Iterable[dict], *, no_space_languages=NO_SPACE_LANG
     Returns:
         Report: ``per_language`` (lang -> wer, cer, [cer_no_spaces], num_utterances),
         ``code_switching`` (MER and PIER per level), ``mean_cer`` over monolingual
-        languages, ``markdown``.
+        languages, ``invalid_outputs`` (hypotheses with U+FFFD or partial characters),
+        ``markdown``; when the metas name a ``group`` (scene / heldout / code_switched,
+        as ``data synth speech`` writes), also ``groups`` (per group: per-language rows,
+        mean/max CER, MER per level) and ``summary`` (held-out mean and max CER, scene
+        mean CER, code-switched MER).
     """
     by_lang: dict[str, list[dict]] = defaultdict(list)
     for u in utterances:
@@ -69,6 +139,12 @@ def evaluate_asr(utterances: Iterable[dict], *, no_space_languages=NO_SPACE_LANG
             for u in by_lang[CODE_SWITCHED]
         ]
         report["code_switching"] = {"mer": corpus_mer(items), "pier": corpus_pier(items)}
+    everything = [u for items in by_lang.values() for u in items]
+    report["invalid_outputs"] = sum(1 for u in everything if not is_valid_text(u["hyp"]))
+    groups = _group_reports(everything, no_space_languages)
+    if groups:
+        report["groups"] = groups
+        report["summary"] = _summary(groups)
     report["settings"] = {
         "wer_cer": "jiwer 4.0 definitions, corpus-pooled; CER counts spaces",
         "cer_no_spaces": f"whitespace and punctuation removed first, for {list(no_space_languages)}",
@@ -76,6 +152,38 @@ def evaluate_asr(utterances: Iterable[dict], *, no_space_languages=NO_SPACE_LANG
     }
     report["markdown"] = asr_markdown(report)
     return report
+
+
+_GROUP_TITLES = {
+    "scene": "Seen domain: scene captions (held-out voices and rates)",
+    "heldout": "Held-out real sentences (UDHR clauses and everyday sentences never in training)",
+    "code_switched": "Korean–English sentences never in training",
+}
+
+
+def _groups_markdown(report: dict) -> list[str]:
+    groups = report.get("groups") or {}
+    parts = []
+    languages = sorted({lang for g in groups.values() for lang in g.get("per_language", {})})
+    rows = {}
+    for name, group in groups.items():
+        if "per_language" in group:
+            row = {lang: group["per_language"].get(lang, {}).get("cer", float("nan")) for lang in languages}
+            row["mean"] = group["mean_cer"]
+            rows[name] = row
+    if rows:
+        parts.append("\n### CER per evaluation group and language\n\n" + markdown_table(rows, languages + ["mean"], first="group"))
+    for name, group in groups.items():
+        cs = group.get("code_switching")
+        if cs:
+            levels = {level: {"MER": cs["mer"].get(level, float("nan")), "PIER": cs["pier"].get(level, float("nan"))}
+                      for level in ("word", "phrase", "sentence", "all") if level in cs["mer"]}
+            title = _GROUP_TITLES.get(name, name)
+            parts.append(f"\n### {title}: HiKE MER / PIER (percent)\n\n" + markdown_table(levels, ["MER", "PIER"], first="level", precision=2))
+    if groups:
+        parts.append("\nGroups: " + "; ".join(f"**{n}**: {_GROUP_TITLES.get(n, n)}, {g['num_utterances']} utterances"
+                                               for n, g in groups.items()) + ".")
+    return parts
 
 
 def asr_markdown(report: dict) -> str:
@@ -88,6 +196,9 @@ def asr_markdown(report: dict) -> str:
         levels = {level: {"MER": cs["mer"].get(level, float("nan")), "PIER": cs["pier"].get(level, float("nan"))}
                   for level in ("word", "phrase", "sentence", "all") if level in cs["mer"]}
         parts.append("\n### Korean–English code-switching (HiKE MER / PIER, percent)\n\n" + markdown_table(levels, ["MER", "PIER"], first="level", precision=2))
+    parts.extend(_groups_markdown(report))
+    if "invalid_outputs" in report:
+        parts.append(f"\nOutputs with U+FFFD or partial characters: {report['invalid_outputs']}.")
     return "\n".join(parts)
 
 
@@ -111,3 +222,144 @@ def write_asr_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
             title="Korean–English code-switching per level (HiKE MER, PIER; /100)", ylabel="error rate", ylim=None,
         )
     return paths
+
+
+# --------------------------------------------------------------------- model + shards
+
+
+def read_speech_shards(shards, *, sample_rate: int = 16000, max_seconds: float | None = 30.0):
+    """Yields ``(key, waveform, text, lang, meta)`` from webdataset speech shards, in order.
+
+    Plain tar reading (no Lightning, no DataLoader), so the evaluator runs anywhere.
+    A sample without audio, transcript or language is an error naming the shard and key.
+
+    Args:
+        shards: A folder of ``.tar`` shards, one shard, a glob, or a list of those.
+        sample_rate: Rate to resample to.
+        max_seconds: Longer clips raise (None: no limit).
+    """
+    import glob
+    import json
+    import tarfile
+
+    from babeltower.modalities.audio import load_audio
+
+    specs = [shards] if isinstance(shards, (str, Path)) else list(shards)
+    paths: list[Path] = []
+    for spec in specs:
+        spec = Path(spec)
+        if spec.is_dir():
+            paths.extend(sorted(spec.glob("*.tar")))
+        elif spec.is_file():
+            paths.append(spec)
+        else:
+            paths.extend(Path(p) for p in sorted(glob.glob(str(spec))))
+    if not paths:
+        raise FileNotFoundError(f"no .tar shards found at {shards!r}; expected a folder of shards, a shard or a glob")
+    for path in paths:
+        samples: dict[str, dict[str, bytes]] = {}
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+        for key, fields in samples.items():
+            where = f"{path}/{key}"
+            audio = next((fields[e] for e in ("flac", "wav", "ogg") if e in fields), None)
+            if audio is None:
+                raise KeyError(f"{where}: no flac/wav/ogg member; it has {sorted(fields)}")
+            meta = json.loads(fields["json"]) if "json" in fields else {}
+            text = fields["txt"].decode("utf-8").strip() if "txt" in fields else meta.get("text")
+            if not text or not meta.get("lang"):
+                raise KeyError(f"{where}: needs a transcript (txt or json 'text') and a json 'lang'")
+            wave = load_audio(audio, target_rate=sample_rate, where=where, min_peak=None, max_seconds=max_seconds)
+            yield key, wave, text, meta["lang"], meta
+
+
+def transcribe_shards(model, shards, *, beam_size: int = 1, batch_size: int = 16, progress: bool = True) -> list[dict]:
+    """Transcribes every clip of ``shards`` with an ``ASRModel``: ``[{"id", "ref", "hyp", "lang", "meta"}]``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    rate = model.config.sample_rate
+    utterances: list[dict] = []
+    batch: list[tuple] = []
+
+    def flush():
+        waves = [b[1] for b in batch]
+        lengths = torch.tensor([w.numel() for w in waves])
+        padded = torch.zeros(len(waves), int(lengths.max()))
+        for i, w in enumerate(waves):
+            padded[i, : w.numel()] = w
+        hyps = model.transcribe(padded, lengths, beam_size=beam_size)
+        for (key, _, text, lang, meta), hyp in zip(batch, hyps):
+            utterances.append({"id": key, "ref": text, "hyp": hyp, "lang": lang, "meta": meta})
+        batch.clear()
+
+    stream = read_speech_shards(shards, sample_rate=rate, max_seconds=model.config.max_seconds)
+    for item in tqdm(stream, desc="transcribe", unit="utt", disable=not progress):
+        batch.append(item)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return utterances
+
+
+def load_asr_model(path: str | Path):
+    """An ``ASRModel`` from a hub/model folder or an ``ASRSystem`` Lightning checkpoint."""
+    import torch
+
+    from babeltower.models.asr import ASRConfig, ASRModel
+
+    path = Path(path)
+    if path.is_dir():
+        return ASRModel.from_pretrained(path).eval()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ASR model folder or checkpoint")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "asr" not in hparams or "state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not an ASRSystem checkpoint (no 'asr' hyper-parameters or state_dict)")
+    model = ASRModel(ASRConfig(**hparams["asr"]))
+    prefix = "model."
+    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+def evaluate_asr_shards(model_path, shards, out_dir=None, *, beam_size: int = 1, batch_size: int = 16, model=None) -> dict:
+    """Model + speech shards -> the grouped ASR report (and its files under ``out_dir``).
+
+    Args:
+        model_path: Hub folder, model folder or ASRSystem ``.ckpt`` (ignored when
+            ``model`` is given).
+        shards: Validation shards (``data synth speech`` writes ``OUT/val``).
+        out_dir: Where asr.json / asr.md / charts and ``samples.jsonl`` go; None: nowhere.
+        beam_size: 1 greedy, > 1 CTC prefix beam search.
+        batch_size: Clips per forward pass.
+        model: An ``ASRModel`` already loaded.
+
+    Returns:
+        The :func:`evaluate_asr` report plus ``samples`` (id, lang, reference,
+        prediction, group).
+    """
+    import json
+
+    model = model if model is not None else load_asr_model(model_path)
+    utterances = transcribe_shards(model, shards, beam_size=beam_size, batch_size=batch_size)
+    report = evaluate_asr(utterances)
+    report["samples"] = [
+        {"id": u["id"], "lang": u["lang"], "reference": u["ref"], "prediction": u["hyp"],
+         "group": u["meta"].get("group"), "source": u["meta"].get("source")}
+        for u in utterances
+    ]  # fmt: skip
+    report["model"] = str(model_path)
+    report["decoding"] = {"beam_size": beam_size}
+    if out_dir is not None:
+        write_asr_report(report, out_dir)
+        with open(Path(out_dir) / "samples.jsonl", "w", encoding="utf-8") as handle:
+            for sample in report["samples"]:
+                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    return report

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Optional
 import torch
 import torch.nn.functional as F
 
+from babeltower.eval.harness import prompt_hash
 from babeltower.eval.metrics import recall_at_k
 from babeltower.eval.report import bar_chart, markdown_table, write_json
 
@@ -74,6 +75,7 @@ def evaluate_bitext(
     if not langs:
         raise ValueError(f"no language has {min_pairs} or more distinct evaluation pairs")
     per_language: dict[str, dict[str, float]] = {}
+    samples: list[dict] = []
     for lang in langs:
         src, tgt = zip(*by_lang[lang])
         s_src = F.normalize(student(list(src)).float(), dim=-1)
@@ -83,6 +85,12 @@ def evaluate_bitext(
         t_src = F.normalize(t_src_raw, dim=-1)
         t_tgt = F.normalize(teacher(list(tgt)).float(), dim=-1)
         targets = torch.arange(len(src))
+        retrieved = (s_tgt @ s_src.T).argmax(dim=1)  # the English sentence each translation finds
+        samples.extend(
+            {"id": f"{lang}/{i}", "lang": lang, "reference": src[i], "prediction": src[int(j)],
+             "prompt_hash": prompt_hash(tgt[i])}
+            for i, j in enumerate(retrieved)
+        )
         per_language[lang] = {
             "x2en_acc": recall_at_k(s_tgt @ s_src.T, targets, (1,))[1],
             "en2x_acc": recall_at_k(s_src @ s_tgt.T, targets, (1,))[1],
@@ -104,6 +112,7 @@ def evaluate_bitext(
         "per_language": per_language,
         "mean": mean,
         "worst_x2en": {"lang": worst, "x2en_acc": per_language[worst]["x2en_acc"]},
+        "samples": samples,
         "settings": {
             "protocol": "Tatoeba-style R@1 among all distinct sentences of the language's held-out set",
             "dedupe": "each English sentence and each translation kept once per language",

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import torch
 from tqdm.auto import tqdm
 
+from babeltower.eval.harness import prompt_hash
 from babeltower.eval.metrics import make_pools, pooled_recall_at_1, recall_at_k_multi, zero_shot_accuracy
 from babeltower.eval.report import bar_chart, markdown_table, write_json
 from babeltower.modalities.text import tokenize
@@ -61,6 +62,14 @@ def _sample_texts(meta: dict, text: Optional[str]) -> dict[str, str]:
     if text is not None and "lang" in meta:
         return {str(meta["lang"]): text}
     return {}
+
+
+def _item_name(meta: dict, index: int) -> str:
+    """A readable name of an evaluation item: its attributes (scenes), id, or position."""
+    attrs = meta.get("attributes")
+    if isinstance(attrs, dict):
+        return f"#{index} " + ",".join(f"{k}={attrs[k]}" for k in sorted(attrs))
+    return f"#{index} {meta.get('id') or meta.get('key') or ''}".strip()
 
 
 @torch.no_grad()
@@ -120,6 +129,7 @@ def evaluate_retrieval(
         return tuple(sorted(attrs.items())) if isinstance(attrs, dict) else None
 
     per_language: dict[str, dict[str, float]] = {}
+    samples: list[dict] = []  # per caption: the image it retrieves first (the harness's sample log)
     for lang in tqdm(langs, desc="scoring languages", disable=not progress):
         idx = [i for i, s in enumerate(per_sample) if lang in s]
         text_emb = embed_texts(
@@ -134,6 +144,14 @@ def evaluate_retrieval(
         t2i, i2t = recall_at_k_multi(sim, matches, (1, 5)), recall_at_k_multi(sim.T, matches.T, (1, 5))
         pools = make_pools(groups, pool_size, seed)
         pooled = pooled_recall_at_1(imgs, text_emb, pools)
+        top = sim.argmax(dim=1)  # the image each caption retrieves first, among all
+        for row_i, i in enumerate(idx):
+            j = int(top[row_i])
+            samples.append({
+                "id": f"{lang}/{i}", "lang": lang, "reference": _item_name(metas[i], i),
+                "prediction": _item_name(metas[idx[j]], idx[j]), "correct": bool(matches[row_i, j]),
+                "prompt_hash": prompt_hash(per_sample[i][lang]),
+            })
         row = {
             "t2i_r1_pool": pooled["t2i_r1"],
             "i2t_r1_pool": pooled["i2t_r1"],
@@ -183,6 +201,7 @@ def evaluate_retrieval(
         "num_images": int(image_emb.shape[0]),
         "bad_samples": len(bad_samples),
         "bad_sample_examples": bad_samples[:20],
+        "samples": samples,
         "settings": {
             "pool_size": pool_size,
             "pool_rule": "pools of distinct attribute tuples (scenes) or distinct captions; incomplete pools dropped",

@@ -50,6 +50,7 @@ from babeltower.datasets.synthetic.scenes import (
     render_scene,
     sample_scenes,
 )
+from babeltower.eval.harness import prompt_hash
 from babeltower.eval.judge import RESIZE_METHOD, AttributeJudge, attribute_accuracy, judge_accuracy
 from babeltower.eval.report import bar_chart, markdown_table, write_json
 
@@ -456,6 +457,15 @@ def evaluate_t2i(
     predictions = {lang: judge.predict(generated[lang]) for lang in languages}
     accuracy = {lang: attribute_accuracy(predictions[lang], specs) for lang in languages}
     judge_real = judge_accuracy(judge, specs, image_size=image_size)
+    samples = []  # the harness's per-sample log: what each image should show and what the judge saw
+    for lang in languages:
+        for i, (spec, judged) in enumerate(zip(specs, predictions[lang])):
+            samples.append({
+                "id": f"{lang}/{i}", "lang": lang, "seed": spec.seed,
+                "reference": ",".join(f"{k}={v}" for k, v in sorted(spec.attributes().items()) if k in judged),
+                "prediction": ",".join(f"{k}={judged[k]}" for k in sorted(judged)),
+                "prompt_hash": prompt_hash(prompts[lang][i]),
+            })
 
     # ---- (b) CLIP score, image embeddings
     clip_score: dict[str, float] = {}
@@ -591,6 +601,7 @@ def evaluate_t2i(
         "cross_lingual_attribute_agreement": cross_mean.get("all") if cross_lingual else None,
         "code_mixed": code_mixed_section,
         "examples": {lang: prompts[lang][0] for lang in languages},
+        "samples": samples,
         "settings": {
             "generation_seed": "scene i uses spec.seed in every language",
             "num_generated_images": total,

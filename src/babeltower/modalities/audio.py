@@ -19,7 +19,7 @@ import torch
 import torchaudio
 from torch import nn
 
-__all__ = ["load_audio", "save_audio", "LogMel", "SpecAugment", "bucket_by_duration"]
+__all__ = ["load_audio", "check_wav_complete", "save_audio", "LogMel", "SpecAugment", "bucket_by_duration"]
 
 
 def _describe(path_or_bytes, where: str) -> str:
@@ -28,6 +28,42 @@ def _describe(path_or_bytes, where: str) -> str:
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return f"<{len(path_or_bytes)} bytes of audio>"
     return str(path_or_bytes)
+
+
+#: Declared WAV data sizes at or above this are streaming placeholders (espeak-ng
+#: --stdout writes 0x7ffff000, others 0xffffffff): the real length is unknown.
+_STREAMING_WAV_SIZE = 0x7FFF0000
+
+
+def check_wav_complete(head: bytes, total_size: int, name: str) -> None:
+    """Raises when a RIFF/WAVE file holds fewer audio bytes than its header declares.
+
+    libsndfile reads a cut-off WAV without complaint and returns the samples that are
+    there, so a truncated download would pass as a shorter clip. Streaming headers (size
+    0 or a placeholder, :data:`_STREAMING_WAV_SIZE`) are accepted.
+
+    Args:
+        head: The file's first bytes (at least up to the ``data`` chunk header).
+        total_size: The file's size in bytes.
+        name: The file's name for the message.
+
+    Raises:
+        ValueError: The ``data`` chunk is declared longer than the file.
+    """
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk, size = head[offset : offset + 4], int.from_bytes(head[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            available = total_size - (offset + 8)
+            if 0 < size < _STREAMING_WAV_SIZE and available < size:
+                raise ValueError(
+                    f"{name}: truncated WAV file: the header declares {size} bytes of audio but only {available} "
+                    "follow; the file was cut off (copy or export it again)"
+                )
+            return
+        offset += 8 + size + (size & 1)
 
 
 def load_audio(
@@ -56,8 +92,9 @@ def load_audio(
 
     Raises:
         FileNotFoundError: The path does not exist.
-        ValueError: Unreadable/corrupt data, no samples, NaN/Inf samples, silence, or
-            too long; the message names the file.
+        ValueError: Unreadable/corrupt data, a truncated WAV (fewer bytes than its
+            header declares), no samples, NaN/Inf samples, silence, or too long; the
+            message names the file.
     """
     name = _describe(path_or_bytes, where)
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -65,7 +102,14 @@ def load_audio(
     else:
         if not os.path.exists(path_or_bytes):
             raise FileNotFoundError(f"{name}: audio file does not exist")
+        if os.path.isdir(path_or_bytes):
+            raise ValueError(f"{name}: is a folder; expected an audio file (wav/flac/ogg)")
         source = path_or_bytes
+    if isinstance(source, io.BytesIO):
+        check_wav_complete(source.getbuffer()[:4096].tobytes(), source.getbuffer().nbytes, name)
+    else:
+        with open(source, "rb") as handle:
+            check_wav_complete(handle.read(4096), os.fstat(handle.fileno()).st_size, name)
     try:
         data, rate = sf.read(source, dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:

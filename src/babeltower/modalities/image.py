@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import io
+import os
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 # OpenAI CLIP's normalisation constants (open_clip's OPENAI_DATASET_MEAN/STD); using them
 # keeps our vision towers compatible with CLIP checkpoints and their preprocessing.
@@ -26,44 +28,112 @@ CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 
-def decode_image(data: bytes, *, where: str = "") -> Image.Image:
-    """Decodes encoded image bytes (JPEG, PNG, WebP, ...) into an RGB PIL image.
+def decode_image(data: bytes | bytearray | memoryview | str | os.PathLike, *, where: str = "") -> Image.Image:
+    """Decodes an encoded image (JPEG, PNG, WebP, TIFF, GIF, ...) into an RGB PIL image.
 
-    The image is fully loaded, so truncated files fail here rather than later in a
-    transform.
+    The one decoder of the suite (training shards, evaluation, inference scripts, OCR
+    line images), so every path sees the same pixels:
+
+    * the image is fully loaded, so truncated files fail here rather than later;
+    * EXIF orientation is applied (``ImageOps.exif_transpose``): a phone photo stored
+      sideways or mirrored comes out as it is viewed, so left/right in a caption stays true;
+    * 16- and 32-bit greyscale (``I;16``, ``I``) and float (``F``) images are scaled from
+      their value range to 8 bits instead of being clipped to white;
+    * alpha (RGBA, LA, palette with transparency) is composited onto white, CMYK and
+      palette images are converted, an animated image gives its first frame.
 
     Args:
-        data: The encoded image file contents.
+        data: The encoded file contents, or a path to the file.
         where: Where the bytes came from (e.g. ``"shard-000003.tar/00001234.png"``),
-            used in the error message.
+            used in the error message; defaults to the path when ``data`` is one.
 
     Returns:
         The decoded image in RGB mode.
 
     Raises:
-        ValueError: If the bytes are empty, truncated or not an image format PIL reads.
+        ValueError: If the file is empty, truncated, not an image format PIL reads, or
+            has no pixels; the message names ``where``.
+        FileNotFoundError: If ``data`` is a path that does not exist.
     """
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        where = where or str(path)
+        if path.is_dir():
+            raise ValueError(f"{where}: is a folder, not an image file")
+        data = path.read_bytes()  # FileNotFoundError names the path
     where = where or "<image bytes>"
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"{where}: cannot decode image from {type(data).__name__}; expected encoded bytes")
+        raise ValueError(f"{where}: cannot decode image from {type(data).__name__}; expected encoded bytes or a path")
     if len(data) == 0:
-        raise ValueError(f"{where}: cannot decode image from empty bytes")
+        raise ValueError(f"{where}: cannot decode image from an empty file (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
         # Image.open only reads the header; load() decodes every pixel so that a
-        # truncated file raises here (PIL's "image file is truncated").
+        # truncated file raises here (PIL's "image file is truncated"). For an animated
+        # image this is the first frame.
         image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"image has no pixels ({image.width}x{image.height})")
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: cannot decode image ({len(data)} bytes): {exc}") from exc
-    if image.mode != "RGB":
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # PIL's convert("L") clips these to 0..255, so a 16-bit scan turns white.
+        array = np.asarray(image, dtype=np.float64)
+        low, high = _value_range(image.mode, array)
+        scaled = np.clip((array - low) * (255.0 / max(high - low, 1e-12)), 0, 255)
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         # Alpha is composited onto white rather than dropped, so transparent PNGs do not
         # turn into black backgrounds.
-        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        image = image.convert("RGB")
-    return image
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # CMYK, palette, greyscale, YCbCr, ...
+
+
+def _value_range(mode: str, array: np.ndarray) -> tuple[float, float]:
+    """The range a wide greyscale image's values are scaled from.
+
+    16-bit images use the full 0..65535 range (a dark scan stays dark); other integer and
+    float images, whose nominal range is unknown, use their own minimum and maximum.
+    """
+    if mode.startswith("I;16"):
+        return 0.0, 65535.0
+    if mode == "I" and array.size and array.min() >= 0 and array.max() > 255 and array.max() <= 65535:
+        return 0.0, 65535.0  # PNG 16-bit greyscale opens as "I" in recent Pillow
+    if mode == "F" and array.size and array.min() >= 0.0 and array.max() <= 1.0:
+        return 0.0, 1.0
+    return (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+
+
+def check_image_size(pixel_values: torch.Tensor, expected: int, *, where: str = "batch") -> None:
+    """Raises if images are not the size a model was built for.
+
+    A data module's ``image_size`` and a model's ``vision.image_size`` are two settings;
+    a mismatch otherwise shows up as a shape error deep in the patch embedding, or not
+    at all for a convolutional tower.
+
+    Args:
+        pixel_values: (B, 3, H, W) or (3, H, W) tensor.
+        expected: The side length the model expects.
+        where: What is being checked (e.g. ``"data.image_size"``), for the message.
+
+    Raises:
+        ValueError: Naming both sizes and the setting to change.
+    """
+    height, width = pixel_values.shape[-2:]
+    if (height, width) != (expected, expected):
+        raise ValueError(
+            f"{where}: images are {height}x{width} but the model expects {expected}x{expected}; "
+            f"set the data's image_size to {expected} (or use a model built for {height}x{width})"
+        )
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

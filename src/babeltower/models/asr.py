@@ -54,6 +54,9 @@ SUBSAMPLING_TYPES: tuple[str, ...] = ("conv2d", "conv1d")
 FRAMES_PER_SECOND = 100
 #: Time reduction of the "conv2d" subsampling (two stride-2 convolutions).
 SUBSAMPLING_FACTOR = 4
+#: Shorter clips are padded with silence to this length before transcription (the
+#: 25 ms STFT window and the 4x subsampling need a few frames).
+MIN_SECONDS = 0.1
 
 
 @dataclass
@@ -70,6 +73,11 @@ class ASRConfig:
     """Time reduction before the blocks (4x: 10 ms frames become 40 ms frames): "conv2d" =
     two stride-2 3x3 Conv2d + GELU (NeMo style); "conv1d" = two stride-2 Conv1d over time
     (Whisper style, much cheaper on CPU)."""
+
+    time_reduction: int = 4
+    """Frames of 10 ms per encoder frame: 4 (40 ms; both subsamplings), or 3 or 2 ("conv1d"
+    only). CTC needs at least one encoder frame per output unit: characters of fast speech
+    need 3."""
 
     d_model: int = 144
     """Width of the encoder states (also the subsampling conv channels)."""
@@ -122,6 +130,12 @@ class ASRConfig:
             raise ValueError(f"ASRConfig.block must be one of {BLOCK_TYPES}, got {self.block!r}")
         if self.subsampling not in SUBSAMPLING_TYPES:
             raise ValueError(f"ASRConfig.subsampling must be one of {SUBSAMPLING_TYPES}, got {self.subsampling!r}")
+        if self.time_reduction not in CONV1D_STRIDES:
+            raise ValueError(f"ASRConfig.time_reduction must be one of {sorted(CONV1D_STRIDES)}, got {self.time_reduction}")
+        if self.subsampling == "conv2d" and self.time_reduction != 4:
+            raise ValueError(
+                f"ASRConfig.time_reduction={self.time_reduction} needs subsampling: conv1d (conv2d reduces time 4x)"
+            )
         if self.attn_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"ASRConfig.attn_backend must be one of {ATTENTION_BACKENDS}, got {self.attn_backend!r}")
         if self.d_model % self.num_heads:
@@ -160,9 +174,9 @@ def lengths_to_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def _conv_out_length(lengths: torch.Tensor) -> torch.Tensor:
-    # kernel 3, stride 2, padding 1: floor((L + 2 - 3) / 2) + 1
-    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+def _conv_out_length(lengths: torch.Tensor, stride: int = 2) -> torch.Tensor:
+    # kernel 3, padding 1: floor((L + 2 - 3) / stride) + 1
+    return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
 
 
 # --- front end ---------------------------------------------------------------------------
@@ -230,26 +244,33 @@ class Conv2dSubsampling(nn.Module):
         return self.out_proj(x), lengths  # (B, T2, d)
 
 
-class Conv1dSubsampling(nn.Module):
-    """Two stride-2 Conv1d (kernel 3) + GELU over time with the mel bins as channels (4x).
+#: Conv1d subsampling strides (first, second conv) per time reduction.
+CONV1D_STRIDES: dict[int, tuple[int, int]] = {2: (2, 1), 3: (3, 1), 4: (2, 2)}
 
-    Whisper's front-end convolutions, both strided: about d_model/3 times fewer
-    multiply-adds than the Conv2d subsampling at the same width (it never convolves over
-    frequency), which matters on CPUs.
+
+class Conv1dSubsampling(nn.Module):
+    """Two Conv1d (kernel 3) + GELU over time with the mel bins as channels (2x, 3x or 4x).
+
+    Whisper's front-end convolutions: about d_model/3 times fewer multiply-adds than the
+    Conv2d subsampling at the same width (it never convolves over frequency), which
+    matters on CPUs. Strides :data:`CONV1D_STRIDES`: 4x (40 ms frames, 25/s) is enough
+    for BPE pieces; character units of fast French or Spanish speech exceed 25/s, which
+    CTC cannot align (it needs at least one frame per unit), so character models use 3x.
     """
 
-    def __init__(self, n_mels: int, d_model: int):
+    def __init__(self, n_mels: int, d_model: int, time_reduction: int = 4):
         super().__init__()
-        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, stride=2, padding=1)
-        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
+        self.strides = CONV1D_STRIDES[time_reduction]
+        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, stride=self.strides[0], padding=1)
+        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=self.strides[1], padding=1)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = features.masked_fill(~lengths_to_mask(lengths, features.shape[-1])[:, None, :], 0.0)  # (B, F, T)
         x = F.gelu(self.conv1(x))  # (B, d, T1)
-        lengths = _conv_out_length(lengths)
+        lengths = _conv_out_length(lengths, self.strides[0])
         x = x.masked_fill(~lengths_to_mask(lengths, x.shape[-1])[:, None, :], 0.0)
         x = F.gelu(self.conv2(x))  # (B, d, T2)
-        return x.transpose(1, 2), _conv_out_length(lengths)  # (B, T2, d)
+        return x.transpose(1, 2), _conv_out_length(lengths, self.strides[1])  # (B, T2, d)
 
 
 def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -377,8 +398,10 @@ class ASRModel(nn.Module):
             self.tokenizer = truncate_bpe_tokenizer(self.tokenizer, config.vocab_size, name)
         self.config = config
         self.blank_id = config.vocab_size
-        subsampling = Conv2dSubsampling if config.subsampling == "conv2d" else Conv1dSubsampling
-        self.subsampling = subsampling(config.n_mels, config.d_model)
+        if config.subsampling == "conv2d":
+            self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model)
+        else:
+            self.subsampling = Conv1dSubsampling(config.n_mels, config.d_model, config.time_reduction)
         self.dropout = nn.Dropout(config.dropout)
         block = ConformerBlock if config.block == "conformer" else TransformerBlock
         self.blocks = nn.ModuleList(block(config) for _ in range(config.num_layers))
@@ -390,7 +413,10 @@ class ASRModel(nn.Module):
         )
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """(B,) feature frame counts -> (B,) encoder frame counts (4x subsampling)."""
+        """(B,) feature frame counts -> (B,) encoder frame counts (subsampling)."""
+        if self.config.subsampling == "conv1d":
+            first, second = CONV1D_STRIDES[self.config.time_reduction]
+            return _conv_out_length(_conv_out_length(lengths, first), second)
         return _conv_out_length(_conv_out_length(lengths))
 
     def forward(
@@ -447,8 +473,17 @@ class ASRModel(nn.Module):
     # --- decoding ------------------------------------------------------------------------
 
     def decode_tokens(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
-        """Token id lists -> strings with the tokenizer (special tokens skipped)."""
-        return [self.tokenizer.decode(list(ids), skip_special_tokens=True) for ids in token_ids]
+        """Token id lists -> valid text: tokenizer decode (special tokens skipped), then
+        :func:`~babeltower.modalities.speech_units.clean_transcript`.
+
+        With character units every token is a whole code point; with byte-level BPE a
+        path can end inside a UTF-8 sequence, which decodes to U+FFFD: the clean-up drops
+        those incomplete sequences (and orphan jamo or combining marks), so no
+        transcript ever holds a replacement or partial character.
+        """
+        from babeltower.modalities.speech_units import clean_transcript
+
+        return [clean_transcript(self.tokenizer.decode(list(ids), skip_special_tokens=True)) for ids in token_ids]
 
     @torch.no_grad()
     def transcribe(
@@ -463,8 +498,16 @@ class ASRModel(nn.Module):
         """
         if waveforms.dim() == 1:
             waveforms = waveforms[None]
+        if waveforms.dim() != 2:
+            raise ValueError(f"transcribe expects waveforms (B, N) or (N,), got shape {tuple(waveforms.shape)}")
         if audio_lengths is None:
             audio_lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
+        # A clip shorter than the STFT window (even 1 sample) cannot be framed: pad it with
+        # silence to MIN_SECONDS, which then counts as part of the clip.
+        minimum = max(MIN_SECONDS * self.config.sample_rate, 1)
+        if waveforms.shape[1] < minimum:
+            waveforms = F.pad(waveforms, (0, int(minimum) - waveforms.shape[1]))
+        audio_lengths = audio_lengths.clamp(min=int(minimum))
         device = next(self.parameters()).device
         front_end = ASRFeatures(self.config.n_mels, self.config.sample_rate).to(device)
         features, frame_lengths = front_end(waveforms.to(device), audio_lengths.to(device))

@@ -37,13 +37,54 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+#: Top-level entries of a hub folder besides its components (the subfolders model_index.json names).
+#: A single-component folder (a text encoder, a judge) has its files at the top level.
+HUB_FILES = {
+    MODEL_INDEX, "config.json", "model.safetensors", "README.md", "tokenizer", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+    "babeltower_text_encoder.json", "text_projection.safetensors",
+}
+
+
+def _hub_entries(folder: Path) -> set[str]:
+    """The names an export may have written into ``folder``: the usual files plus the
+    component subfolders its ``model_index.json`` names."""
+    index_file = folder / MODEL_INDEX
+    try:
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    except (OSError, ValueError):
+        index = {}
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    entry = index.get("_class_name")
+    if isinstance(entry, list) and entry and isinstance(entry[0], str):  # a custom diffusers pipeline's module
+        components.add(f"{entry[0]}.py")
+    return HUB_FILES | components
+
+
 def prepare_output_folder(folder: str | Path, overwrite: bool) -> Path:
-    """Creates ``folder``; refuses to write into a non-empty one unless ``overwrite``."""
+    """Creates ``folder`` for an export; replaces an earlier export only with ``overwrite``.
+
+    ``overwrite`` replaces what an earlier export wrote (the files and the component
+    subfolders its ``model_index.json`` names) and nothing else: a folder holding any
+    other file (a run folder with checkpoints, the user's notes) is refused whole, even
+    with ``overwrite``, so an export can never delete what it did not write.
+    """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file; an export writes a folder: choose another output path")
     if folder.exists() and any(folder.iterdir()):
+        present = {p.name for p in folder.iterdir()}
+        foreign = sorted(present - _hub_entries(folder))
+        if foreign:
+            raise FileExistsError(
+                f"{folder} is not empty and holds files an export does not write ({', '.join(foreign[:5])}"
+                f"{' ...' if len(foreign) > 5 else ''}); nothing was changed: choose an empty or new output folder"
+            )
         if not overwrite:
-            raise FileExistsError(f"{folder} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(folder)
+            raise FileExistsError(f"{folder} holds an earlier export; pass --overwrite (overwrite=True) to replace it")
+        for name in present:
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

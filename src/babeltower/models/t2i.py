@@ -222,6 +222,41 @@ PIPELINE_MODULE_SOURCE = (
 )
 
 
+def check_weights_complete(pipe, folder) -> None:
+    """Strict loading for a pipeline folder: every weight file holds exactly its module's keys.
+
+    diffusers and transformers fill a missing weight with a fresh random init and only
+    warn; a babeltower folder missing a UNet weight must fail instead of drawing noise.
+
+    Raises:
+        RuntimeError: naming the file and the missing or unexpected keys.
+    """
+    from safetensors import safe_open
+
+    for name in ("unet", "text_encoder", "vae"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        files = sorted((folder / name).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{folder / name} holds no .safetensors weights for the {name}")
+        saved: set[str] = set()
+        for file in files:
+            with safe_open(str(file), framework="pt") as handle:
+                saved.update(handle.keys())
+        if getattr(module, "pooler", None) is not None and not any(k.startswith("pooler.") for k in saved):
+            # transformers adds a freshly initialised pooler that was never saved; the
+            # pipeline reads token states only, so the random layer is dropped, not used.
+            module.pooler = None
+        expected = set(module.state_dict())
+        missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{folder / name}: the weights do not match the {name} (missing {missing[:8]}, unexpected "
+                f"{unexpected[:8]}); the folder is damaged or from another model: export it again"
+            )
+
+
 def _diffusers_base():
     from diffusers import DiffusionPipeline
 
@@ -248,11 +283,12 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["vae"]
 
-    def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None):
+    def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, attn_backend: str = "sdpa"):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
-        # Loaded pipelines get diffusers' default processors; route attention through ours.
-        set_attention_backend(self.unet, "sdpa")
+        # Loaded pipelines get diffusers' default processors; route attention through ours,
+        # with the backend the pipeline was built or saved with (model_index.json keeps it).
+        self.set_attention_backend(attn_backend)
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """diffusers' ``save_pretrained`` plus the custom-pipeline entry point.
@@ -283,11 +319,16 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
         entry = Path(pretrained_model_name_or_path) / f"{PIPELINE_MODULE}.py"
         if entry.is_file() and entry.read_text(encoding="utf-8") == PIPELINE_MODULE_SOURCE:
             kwargs.setdefault("trust_remote_code", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if Path(pretrained_model_name_or_path).is_dir():
+            check_weights_complete(pipe, Path(pretrained_model_name_or_path))
+        return pipe
 
     def set_attention_backend(self, backend: str) -> None:
-        """Chooses the attention kernel of the UNet (``sdpa``, ``math`` or ``xformers``)."""
+        """Chooses the attention kernel of the UNet (``sdpa``, ``math`` or ``xformers``);
+        ``save_pretrained`` records it, so a loaded pipeline uses it again."""
         set_attention_backend(self.unet, backend)
+        self.register_to_config(attn_backend=backend)
 
     @property
     def vae_scale_factor(self) -> int:

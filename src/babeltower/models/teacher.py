@@ -11,6 +11,10 @@ Three kinds, one interface (``encode(texts) -> (B, D)`` and ``token_states(texts
   export``), so a CLIP text tower can be replaced by a multilingual student (AltCLIP).
 - ``open_clip``: the text tower of an open_clip model (``name`` + ``pretrained`` weights
   file), e.g. OpenAI ViT-B/32's.
+- ``text-encoder``: a babeltower text-encoder folder (``TextEncoder.save_pretrained``, or
+  multilingual-e5-small written by ``babeltower.models.e5.import_e5``): the encoder's own
+  conventions apply (e5: the ``query: `` prefix, mean pooling), so a multilingual teacher
+  embeds every language directly, without an English pivot.
 
 The teacher never trains: parameters are frozen and it always runs in eval mode.
 """
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 
 from babeltower.models.text_encoder import masked_mean
 
-TEACHER_KINDS = ("sentence-transformer", "babeltower-clip", "open_clip")
+TEACHER_KINDS = ("sentence-transformer", "babeltower-clip", "open_clip", "text-encoder")
 
 
 @dataclass
@@ -36,10 +40,14 @@ class TeacherConfig:
     """Which frozen encoder the student imitates."""
 
     kind: str = "sentence-transformer"
-    """"sentence-transformer" (HF encoder folder), "babeltower-clip" (hub folder) or "open_clip"."""
+    """"sentence-transformer" (HF encoder folder), "babeltower-clip" (hub folder), "open_clip", or
+    "text-encoder" (a babeltower text-encoder folder, e.g. the imported multilingual-e5-small)."""
     path: Optional[str] = None
-    """Folder of the teacher (sentence-transformer, babeltower-clip) or the open_clip weights
-    file. None with kind sentence-transformer: the packaged English all-MiniLM-L6-v2."""
+    """Folder of the teacher (sentence-transformer, babeltower-clip, text-encoder) or the open_clip
+    weights file. None with kind sentence-transformer: the packaged English all-MiniLM-L6-v2."""
+    role: str = "query"
+    """Kind text-encoder: the prefix role the teacher embeds with ("query", "passage", "none");
+    e5 recommends "query" for symmetric tasks such as matching translations."""
     open_clip_model: str = "ViT-B-32"
     """open_clip model name (kind open_clip only)."""
     max_length: int = 128
@@ -48,6 +56,8 @@ class TeacherConfig:
     def __post_init__(self):
         if self.kind not in TEACHER_KINDS:
             raise ValueError(f"TeacherConfig.kind must be one of {TEACHER_KINDS}, got {self.kind!r}")
+        if self.role not in ("query", "passage", "none"):
+            raise ValueError(f"TeacherConfig.role must be 'query', 'passage' or 'none', got {self.role!r}")
 
 
 def default_teacher_path() -> Path:
@@ -93,6 +103,18 @@ class Teacher(nn.Module):
             self.model = AutoModel.from_pretrained(str(folder))
             self.pooling, self.normalize = _sentence_transformer_head(folder)
             self.dim = self.model.config.hidden_size
+        elif kind == "text-encoder":
+            from babeltower.models.text_encoder import CONFIG_FILE, TextEncoder
+
+            if not config.path or not (Path(config.path) / CONFIG_FILE).is_file():
+                raise FileNotFoundError(
+                    f"TeacherConfig.path={config.path!r}: kind 'text-encoder' needs a folder with {CONFIG_FILE} "
+                    "(TextEncoder.save_pretrained, or `babeltower hub import-e5 OUT` for multilingual-e5-small)"
+                )
+            # No token-state cache here: DistillationSystem caches the teacher's sentence embeddings.
+            self.model = TextEncoder.from_pretrained(config.path, cache_size=0)
+            self.tokenizer = self.model.tokenizer()
+            self.dim = self.model.embed_dim
         elif kind == "babeltower-clip":
             from babeltower.models.hub import load_clip
 
@@ -120,7 +142,7 @@ class Teacher(nn.Module):
         """Width of the token states :meth:`forward` returns (transformers teachers only)."""
         if self.config.kind == "open_clip":
             raise ValueError("open_clip teachers return no token states")
-        backbone = self.model.backbone if self.config.kind == "babeltower-clip" else self.model
+        backbone = self.model.backbone if self.config.kind in ("babeltower-clip", "text-encoder") else self.model
         return backbone.config.hidden_size
 
     def train(self, mode: bool = True):
@@ -149,6 +171,9 @@ class Teacher(nn.Module):
             return F.normalize(emb.float(), dim=-1), None, enc
         enc = self.tokenize(texts, device, offsets=True)
         inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if kind == "text-encoder":
+            out = self.model(inputs["input_ids"], inputs["attention_mask"], role=self.config.role)
+            return F.normalize(out.embeds.float(), dim=-1), out.last_hidden_state.float(), enc
         if kind == "babeltower-clip":
             out = self.model(inputs["input_ids"], inputs["attention_mask"])
             return F.normalize(out.embeds.float(), dim=-1), out.last_hidden_state.float(), enc

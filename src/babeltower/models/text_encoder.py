@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -79,6 +80,27 @@ class TextEncoderConfig:
     gradient_checkpointing: bool = False
     """Recompute backbone activations in backward to save memory (training mode only)."""
 
+    query_prefix: Optional[str] = None
+    """Text the encoder puts before every input in the default "query" role (e5: "query: ").
+    The encoder inserts the prefix's token ids after <s> itself: callers pass plain text.
+    None: the value stored in the `pretrained` folder's babeltower_text_encoder.json, else ""."""
+
+    passage_prefix: Optional[str] = None
+    """Prefix in the "passage" role (documents to retrieve; e5: "passage: "). None: as query_prefix."""
+
+    trainable_layers: Optional[int] = None
+    """How much of the backbone trains: 0 freezes it (embeddings and every layer; the
+    imported e5 folder stores 0, so it is frozen unless this is set), N > 0 trains only the
+    last N layers, -1 trains everything. None: the `pretrained` folder's stored value, else
+    everything. The projection always trains."""
+
+    cache_size: int = 16384
+    """Distinct texts (token-id sequences) whose token states and pooled vector are kept
+    while the backbone is frozen (an LRU; 0: no cache). A frozen backbone in eval mode is a
+    pure function of the ids, so repeated captions cost one lookup instead of a forward
+    pass. Memory: about cache_size x tokens x hidden_size x 4 bytes (e5, 20 tokens: 30 kB
+    a text, 500 MB when full at 16384; the whole scene grammar has about 15k captions)."""
+
     def __post_init__(self) -> None:
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"TextEncoderConfig.pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
@@ -90,6 +112,13 @@ class TextEncoderConfig:
             raise ValueError(
                 f"TextEncoderConfig.projection_dim must be a positive int or None, got {self.projection_dim}"
             )
+        if self.trainable_layers is not None and self.trainable_layers < -1:
+            raise ValueError(
+                f"TextEncoderConfig.trainable_layers must be -1 (all), 0 (frozen), N > 0 (the last N layers) "
+                f"or null, got {self.trainable_layers}"
+            )
+        if self.cache_size < 0:
+            raise ValueError(f"TextEncoderConfig.cache_size must be >= 0 (0: no cache), got {self.cache_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TextEncoderConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.pretrained is None:
@@ -225,6 +254,57 @@ def resolve_tokenizer(config: TextEncoderConfig):
     return load_tokenizer_or_default(None)
 
 
+#: Fields that a `pretrained` folder's babeltower_text_encoder.json supplies when the config leaves them None.
+FOLDER_DEFAULT_FIELDS: tuple[str, ...] = ("query_prefix", "passage_prefix", "trainable_layers")
+ROLES: tuple[str, ...] = ("query", "passage", "none")
+
+
+def resolve_config(config: TextEncoderConfig) -> TextEncoderConfig:
+    """``config`` with :data:`FOLDER_DEFAULT_FIELDS` left None filled in.
+
+    From the ``pretrained`` folder's ``babeltower_text_encoder.json`` when it has one
+    (e.g. the imported e5 folder records e5's prefixes and a frozen backbone), else the
+    plain defaults: no prefixes, every layer trains.
+    """
+    stored: dict = {}
+    if config.pretrained is not None and (Path(config.pretrained) / CONFIG_FILE).is_file():
+        stored = json.loads((Path(config.pretrained) / CONFIG_FILE).read_text(encoding="utf-8"))
+    values = {name: getattr(config, name) for name in FOLDER_DEFAULT_FIELDS}
+    for name, value in values.items():
+        if value is None:
+            values[name] = stored.get(name)
+    if values["query_prefix"] is None:
+        values["query_prefix"] = ""
+    if values["passage_prefix"] is None:
+        values["passage_prefix"] = values["query_prefix"]
+    if values["trainable_layers"] is None:
+        values["trainable_layers"] = -1
+    return dataclasses.replace(config, **values)
+
+
+def _prefix_token_ids(tokenizer, prefix: str, field: str) -> list[int]:
+    """Token ids of ``prefix`` such that ``<s> + ids + tokens(text)`` equals ``tokens(prefix + text)``.
+
+    Raises:
+        ValueError: the tokenizer does not cut ``prefix + text`` at the prefix's end (e.g. a
+            byte-level BPE, which glues the space to the next word), so the prefix cannot be
+            inserted at the token level; the message names the config field.
+    """
+    if not prefix:
+        return []
+    ids = tokenizer(prefix.rstrip(), add_special_tokens=False)["input_ids"]
+    for probe in ("Hello world.", "Ünïcode 例 テスト", "x"):
+        joined = tokenizer(prefix + probe)["input_ids"]
+        alone = tokenizer(probe)["input_ids"]
+        if joined != alone[:1] + ids + alone[1:]:
+            raise ValueError(
+                f"TextEncoderConfig.{field}={prefix!r}: this tokenizer does not tokenize {prefix + probe!r} as the "
+                f"prefix's tokens followed by those of {probe!r}, so the encoder cannot insert the prefix itself; "
+                "use a prefix ending at a word boundary of a SentencePiece-style tokenizer, or none"
+            )
+    return ids
+
+
 def _pooling_layer_kwargs(model_class) -> dict:
     # BERT-family models add a pooler (dense + tanh on <s>) by default; we pool ourselves,
     # so drop it where the class allows, to avoid dead, unsaved-but-expected weights.
@@ -245,21 +325,42 @@ class TextEncoder(nn.Module):
         embed_dim: width D of :attr:`TextEncoderOutput.embeds`.
     """
 
-    def __init__(self, config: TextEncoderConfig):
+    def __init__(self, config: TextEncoderConfig, load_pretrained_weights: bool = True):
+        """
+        Args:
+            config: the architecture.
+            load_pretrained_weights: with ``config.pretrained``, load its weights (False: build
+                the architecture only; :meth:`from_pretrained` loads the weights itself, strictly).
+        """
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        config = resolve_config(config)
         self.config = config
         tokenizer = resolve_tokenizer(config)
+        self._tokenizer = tokenizer
         self.pad_token_id = tokenizer.pad_token_id
+        self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        self.prefix_ids = {
+            "query": _prefix_token_ids(tokenizer, config.query_prefix, "query_prefix"),
+            "passage": _prefix_token_ids(tokenizer, config.passage_prefix, "passage_prefix"),
+            "none": [],
+        }
+        self._cache: OrderedDict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.cache_hits = self.cache_misses = 0
         attn_implementation = attn_implementation_name(config.attn_backend)
 
         if config.pretrained is not None:
             backbone_config = AutoConfig.from_pretrained(config.pretrained)
             model_class = AutoModel._model_mapping[type(backbone_config)]
-            self.backbone = AutoModel.from_pretrained(
-                config.pretrained, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
-            )
+            if load_pretrained_weights:
+                self.backbone = AutoModel.from_pretrained(
+                    config.pretrained, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+                )
+            else:
+                self.backbone = AutoModel.from_config(
+                    backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+                )
         else:
             backbone_config = AutoConfig.for_model(
                 config.model_type,
@@ -305,46 +406,195 @@ class TextEncoder(nn.Module):
             # activation_checkpointing_enable. Non-reentrant checkpointing is needed because the
             # inputs (token ids) carry no grad.
             self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.apply_trainable_layers()
+        # Loading weights into the encoder, or into its backbone alone (hub.strict_load), or
+        # into a parent module (Lightning checkpoints) invalidates the frozen-backbone cache.
+        self.register_load_state_dict_pre_hook(self._clear_cache_on_load)
+        self.backbone.register_load_state_dict_pre_hook(self._clear_cache_on_load)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> TextEncoderOutput:
+    # --- freezing and the frozen-backbone cache ----------------------------------------------
+
+    def apply_trainable_layers(self, trainable_layers: Optional[int] = None) -> None:
+        """Sets ``requires_grad`` on the backbone from ``config.trainable_layers`` (or the argument).
+
+        0 freezes the backbone (and puts it in eval mode: no dropout, so its output is a
+        function of the ids and can be cached); N > 0 freezes all but the last N layers;
+        -1 trains everything.
+
+        Raises:
+            ValueError: N exceeds the backbone's layers, or the backbone's layers cannot be found.
+        """
+        n = self.config.trainable_layers if trainable_layers is None else trainable_layers
+        if n is None or n < 0:
+            self.backbone.requires_grad_(True)
+            return
+        self.backbone.requires_grad_(False)
+        if n > 0:
+            layers = getattr(getattr(self.backbone, "encoder", None), "layer", None)
+            if layers is None:
+                raise ValueError(
+                    f"TextEncoderConfig.trainable_layers={n}: {type(self.backbone).__name__} has no encoder.layer "
+                    "list to unfreeze; use 0 (frozen) or -1 (all)"
+                )
+            if n > len(layers):
+                raise ValueError(
+                    f"TextEncoderConfig.trainable_layers={n} exceeds the backbone's {len(layers)} layers; "
+                    f"use at most {len(layers)} or -1 (all)"
+                )
+            for layer in layers[len(layers) - n :]:
+                layer.requires_grad_(True)
+        self.train(self.training)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True when no backbone weight trains (then it runs in eval mode and its output is cached)."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.backbone_frozen:
+            self.backbone.eval()  # a frozen backbone keeps dropout off: deterministic, cacheable
+        return self
+
+    def clear_cache(self) -> None:
+        """Forgets every cached text (done automatically when weights are loaded or unfrozen)."""
+        self._cache.clear()
+
+    def _clear_cache_on_load(self, *args, **kwargs) -> None:
+        self.clear_cache()  # a load_state_dict pre-hook: cached states belong to the old weights
+
+    def tokenizer(self):
+        """The tokenizer this encoder was built with (see :attr:`TextEncoderConfig.tokenizer`)."""
+        return self._tokenizer
+
+    def _insert_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, role: str):
+        """(B, T) ids -> (B, P + T) ids with the role's prefix tokens after <s>."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        prefix = self.prefix_ids[role]
+        if not prefix:
+            return input_ids, attention_mask
+        if not bool((input_ids[:, 0] == self.bos_token_id).all()):
+            raise ValueError(
+                f"input_ids must start with <s> (id {self.bos_token_id}) to insert the {role} prefix "
+                f"{getattr(self.config, role + '_prefix')!r}; tokenize with special tokens and right padding"
+            )
+        b = input_ids.shape[0]
+        p = torch.tensor(prefix, dtype=input_ids.dtype, device=input_ids.device).expand(b, -1)  # (B, P)
+        ids = torch.cat([input_ids[:, :1], p, input_ids[:, 1:]], dim=1)  # (B, P + T)
+        mask = torch.cat([attention_mask[:, :1], torch.ones_like(p), attention_mask[:, 1:]], dim=1)
+        return ids, mask
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.config.pooling == "mean":
+            return masked_mean(hidden, attention_mask)  # (B, H)
+        return hidden[:, 0]  # (B, H): the <s> token
+
+    def _run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return hidden, self._pool(hidden, attention_mask)
+
+    @torch.no_grad()
+    def _cached_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """:meth:`_run_backbone` through the LRU cache (frozen backbone, right padding)."""
+        b, t = input_ids.shape
+        lengths = attention_mask.sum(1)  # (B,)
+        keys = [tuple(row[:n].tolist()) for row, n in zip(input_ids.cpu(), lengths.cpu().tolist())]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        self.cache_hits += b - len(missing)
+        self.cache_misses += len(missing)
+        fresh = {}
+        if missing:
+            longest = max(len(k) for k in missing)
+            ids = torch.full((len(missing), longest), self.pad_token_id, dtype=input_ids.dtype)
+            mask = torch.zeros((len(missing), longest), dtype=attention_mask.dtype)
+            for i, key in enumerate(missing):
+                ids[i, : len(key)] = torch.tensor(key, dtype=input_ids.dtype)
+                mask[i, : len(key)] = 1
+            hidden, pooled = self._run_backbone(ids.to(input_ids.device), mask.to(input_ids.device))
+            for i, key in enumerate(missing):
+                fresh[key] = (hidden[i, : len(key)].clone(), pooled[i].clone())
+                self._cache[key] = fresh[key]
+            while len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        rows = []
+        for key in keys:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                rows.append(self._cache[key])
+            else:  # evicted within this very batch (cache smaller than the batch)
+                rows.append(fresh[key])
+        width = rows[0][1].shape[-1]
+        hidden = input_ids.new_zeros((b, t, width), dtype=rows[0][0].dtype)  # padding positions stay 0
+        for i, (states, _) in enumerate(rows):
+            hidden[i, : states.shape[0]] = states.to(input_ids.device)
+        pooled = torch.stack([pooled.to(input_ids.device) for _, pooled in rows])  # (B, H)
+        return hidden, pooled
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, role: str = "query"
+    ) -> TextEncoderOutput:
         """Encodes a batch of token ids.
 
         Args:
-            input_ids: (B, T) token ids from the encoder's tokenizer.
+            input_ids: (B, T) token ids from the encoder's tokenizer, <s> first, padded on
+                the right (as :func:`babeltower.modalities.text.tokenize` returns them).
             attention_mask: (B, T), 1 for real tokens and 0 for padding. None: every
                 token is real.
+            role: "query" (default) or "passage" selects the prefix the encoder inserts
+                after <s> (``config.query_prefix`` / ``passage_prefix``; e5: "query: " /
+                "passage: "); "none" inserts nothing.
 
         Returns:
-            :class:`TextEncoderOutput` with last_hidden_state (B, T, H), pooled (B, H)
+            :class:`TextEncoderOutput` with last_hidden_state (B, T, H) (the states of the
+            given tokens: prefix positions are dropped after they have been attended to),
+            pooled (B, H) (mean over every real token, the prefix's included, as e5 pools)
             and embeds (B, D).
+
+        With a frozen backbone and ``config.cache_size > 0`` the backbone runs only for
+        token sequences it has not seen (see :attr:`TextEncoderConfig.cache_size`).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        if self.config.pooling == "mean":
-            pooled = masked_mean(hidden, attention_mask)  # (B, H)
+        ids, mask = self._insert_prefix(input_ids, attention_mask, role)
+        n_prefix = ids.shape[1] - input_ids.shape[1]
+        frozen = self.backbone_frozen
+        if not frozen and self._cache:
+            self.clear_cache()  # weights may change from now on
+        right_padded = bool((mask == (torch.arange(mask.shape[1], device=mask.device) < mask.sum(1, keepdim=True))).all())
+        if frozen and self.config.cache_size > 0 and not self.backbone.training and right_padded:
+            hidden, pooled = self._cached_backbone(ids, mask)
         else:
-            pooled = hidden[:, 0]  # (B, H): the <s> token
+            hidden, pooled = self._run_backbone(ids, mask)
+        if n_prefix:
+            hidden = torch.cat([hidden[:, :1], hidden[:, 1 + n_prefix :]], dim=1)  # (B, T, H)
         embeds = self.text_projection(pooled) if self.text_projection is not None else pooled  # (B, D)
         return TextEncoderOutput(last_hidden_state=hidden, pooled=pooled, embeds=embeds)
 
     @torch.no_grad()
-    def encode(self, texts: list[str], tokenizer, max_length: int = 128) -> torch.Tensor:
-        """Tokenizes and encodes strings in one call (inference convenience, no grad).
+    def encode(self, texts: list[str], tokenizer=None, max_length: int = 128, role: str = "query",
+               batch_size: int = 256) -> torch.Tensor:
+        """Tokenizes and encodes strings (inference convenience, no grad), in batches.
 
         Args:
-            texts: the strings.
-            tokenizer: the encoder's tokenizer (see :func:`babeltower.modalities.text.load_tokenizer`).
-            max_length: longest token sequence kept, special tokens included.
+            texts: the strings (plain text: the encoder adds its own prefix).
+            tokenizer: the encoder's tokenizer; None: :meth:`tokenizer`.
+            max_length: longest token sequence kept, special tokens included (prefix not counted).
+            role: "query", "passage" or "none" (see :meth:`forward`).
+            batch_size: texts per forward pass.
 
         Returns:
             (B, D) embeddings on the encoder's device.
         """
         from babeltower.modalities.text import tokenize
 
-        batch = tokenize(tokenizer, texts, max_length)
+        tokenizer = tokenizer if tokenizer is not None else self._tokenizer
         device = next(self.parameters()).device
-        return self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).embeds
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenize(tokenizer, list(texts[start : start + batch_size]), max_length)
+            chunks.append(self(batch["input_ids"].to(device), batch["attention_mask"].to(device), role=role).embeds)
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=device)
 
     def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
         """Writes the encoder as a folder that both babeltower and plain transformers load.
@@ -422,7 +672,7 @@ class TextEncoder(nn.Module):
         # pretrained checkpoint whose config the dataclass fields do not describe); the tokenizer
         # files sit in the same folder.
         fields.update(pretrained=str(folder), tokenizer=str(folder))
-        encoder = cls(TextEncoderConfig(**fields))
+        encoder = cls(TextEncoderConfig(**fields), load_pretrained_weights=False)
 
         # transformers' from_pretrained only warns about missing/unexpected weights; reload
         # every tensor ourselves with strict checks.

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from babeltower.models.asr import ASRConfig, ASRFeatures, ASRModel, greedy_decode
 from babeltower.models.text_encoder import TextEncoderConfig
-from babeltower.train.contrastive import cosine_with_warmup, param_groups, text_config_from
+from babeltower.train.contrastive import text_config_from
+from babeltower.train.optim import adamw_with_cosine, param_groups
 
 
 def ctc_loss(log_probs, out_lengths, labels, label_lengths, blank: int) -> torch.Tensor:
@@ -231,15 +232,7 @@ class ASRSystem(L.LightningModule):
         self._val_refs, self._val_hyps = [], []
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            param_groups(self, hp.weight_decay), lr=hp.learning_rate, betas=(0.9, 0.98), eps=1e-6
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, hp.warmup_steps, total, hp.min_lr_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_cosine(self, param_groups(self, self.hparams.weight_decay), betas=(0.9, 0.98), eps=1e-6)
 
     def export_hub(self, folder, eval_report: Optional[dict] = None, overwrite: bool = False):
         """Writes a hub folder: ``model_index.json``, ``asr/`` (ASRModel.save_pretrained),

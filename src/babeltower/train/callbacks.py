@@ -18,9 +18,17 @@ class BadSampleReport(L.Callback):
 
     Streams put the samples they skipped since their previous batch into
     ``batch["bad_samples"]`` (a list of ``{"shard", "key", "reason"}``), which works
-    across DataLoader worker processes. This callback sums them over the run and all
-    ranks, logs ``data/bad_samples``, prints a summary and writes ``bad_samples.json``
-    into the trainer's log directory.
+    across DataLoader worker processes; skips after a reader's last batch ride on that
+    batch, and the rare leftovers are drained from the loaders at epoch end. This
+    callback gathers them from every rank, logs ``data/bad_samples``, prints a summary
+    and writes ``bad_samples.json`` into the trainer's log directory. Its list is part
+    of the checkpoint, so a resumed run reports the skips from before the interruption
+    too. Under DDP every rank takes part in the gathering (``trainer.log_dir`` itself
+    is a broadcast), and rank 0 alone writes.
+
+    A sample is counted once however often it was skipped (validation reads the same
+    corrupt sample every epoch): ``total_all_ranks`` is the number of distinct
+    ``(shard, key)``; ``skips`` counts every skip.
 
     Args:
         max_listed: how many skipped samples to list by shard and key in the summary.
@@ -34,31 +42,82 @@ class BadSampleReport(L.Callback):
         if isinstance(batch, dict):
             self.skipped.extend(batch.get("bad_samples") or [])
 
+    def _drain_loaders(self, loaders):
+        for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            drain = getattr(loader, "drain_unreported", None)
+            if drain is not None:
+                self.skipped.extend(drain())
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._collect(batch)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         self._collect(batch)
 
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._drain_loaders(trainer.val_dataloaders)
+
     def on_train_epoch_end(self, trainer, pl_module):
+        self._drain_loaders(trainer.train_dataloader)
         pl_module.log("data/bad_samples", float(len(self.skipped)), reduce_fx="sum", sync_dist=True)
 
+    def state_dict(self):
+        # Called on every rank when a checkpoint is saved; rank 0 writes the file, so it
+        # must hold every rank's list.
+        return {"skipped_by_rank": _gather(self.skipped)}
+
+    def load_state_dict(self, state_dict):
+        by_rank = state_dict.get("skipped_by_rank") or []
+        rank = torch.distributed.get_rank() if _distributed() else 0
+        if len(by_rank) == _world_size():
+            self.skipped = list(by_rank[rank])
+        else:  # another world size: keep the counts on rank 0 so the total stays right
+            self.skipped = [item for items in by_rank for item in items] if rank == 0 else []
+
     def on_fit_end(self, trainer, pl_module):
-        total = int(trainer.strategy.reduce(torch.tensor(float(len(self.skipped))), reduce_op="sum").item())
+        by_rank = _gather(self.skipped)
+        log_dir = trainer.log_dir  # a broadcast: every rank must ask
         if not trainer.is_global_zero:
             return
+        everything = [item for items in by_rank for item in items]
+        unique = {(item.get("shard"), item.get("key")): item for item in everything}
+        total = len(unique)
         if total == 0:
             print("babeltower: no corrupt samples were skipped.")
             return
-        by_reason = Counter(item.get("reason", "?").split(":")[0] for item in self.skipped)
-        print(f"babeltower: skipped {total} corrupt sample(s) over all ranks; on rank 0: {dict(by_reason)}")
-        for item in self.skipped[: self.max_listed]:
+        by_reason = Counter(item.get("reason", "?").split(":")[0] for item in unique.values())
+        print(f"babeltower: skipped {total} corrupt sample(s) over all ranks ({len(everything)} skips): {dict(by_reason)}")
+        for item in list(unique.values())[: self.max_listed]:
             print(f"  shard={item.get('shard')} key={item.get('key')}: {item.get('reason')}")
-        if trainer.log_dir:
-            path = Path(trainer.log_dir) / "bad_samples.json"
+        if log_dir:
+            path = Path(log_dir) / "bad_samples.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"total_all_ranks": total, "rank0": self.skipped}, indent=2, ensure_ascii=False))
+            report = {
+                "total_all_ranks": total,
+                "skips": len(everything),
+                "samples": sorted(unique.values(), key=lambda item: (str(item.get("shard")), str(item.get("key")))),
+                "per_rank": [len(items) for items in by_rank],
+                "rank0": by_rank[0],
+            }
+            path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
             print(f"  full list: {path}")
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if _distributed() else 1
+
+
+def _gather(obj):
+    """Every rank's ``obj``, in rank order (a collective under DDP)."""
+    if not _distributed():
+        return [obj]
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
 
 
 class CheckpointOnStop(L.Callback):

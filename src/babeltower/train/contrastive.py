@@ -9,7 +9,6 @@ gather_with_grad=True``), which is exact and memory-light.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Optional
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from babeltower.models.clip import CLIPConfig, CLIPModel
 from babeltower.models.text_encoder import TextEncoderConfig
 from babeltower.models.vision import VisionConfig
+from babeltower.train.optim import adamw_with_cosine, param_groups
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -66,27 +66,6 @@ def check_data_tokenizer(trainer, text_encoder) -> None:
         )
 
 
-def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay for biases, norms, embeddings-scale scalars (CLIP practice)."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or "logit_scale" in name or "norm" in name.lower() or ".ln" in name or "position" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def text_config_from(init_from: str, text: TextEncoderConfig) -> TextEncoderConfig:
     """The text-encoder config of a saved (e.g. distilled) encoder, keeping run-time fields of ``text``."""
     from pathlib import Path
@@ -105,6 +84,11 @@ def text_config_from(init_from: str, text: TextEncoderConfig) -> TextEncoderConf
         pooling=text.pooling,
         attn_backend=text.attn_backend,
         gradient_checkpointing=text.gradient_checkpointing,
+        # None: the folder's own values (the imported e5 folder: its prefixes, a frozen backbone)
+        query_prefix=text.query_prefix,
+        passage_prefix=text.passage_prefix,
+        trainable_layers=text.trainable_layers,
+        cache_size=text.cache_size,
     )
 
 
@@ -191,15 +175,7 @@ class ContrastiveSystem(L.LightningModule):
         self.log("val/t2i_acc", t2i, prog_bar=True, batch_size=bs, sync_dist=True)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas), eps=1e-6
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, hp.warmup_steps, total, hp.min_lr_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_cosine(self, param_groups(self.model, self.hparams.weight_decay), eps=1e-6)
 
     def export_hub(self, folder, tokenizer=None, eval_report: Optional[dict] = None, overwrite: bool = False):
         """Writes a hub folder (see :func:`babeltower.models.hub.save_clip`)."""

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from babeltower.models.teacher import Teacher, TeacherConfig, build_teacher
 from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig
-from babeltower.train.contrastive import cosine_with_warmup, param_groups
+from babeltower.train.optim import adamw_with_cosine, param_groups
 
 LOSSES = ("mse", "cosine")
 
@@ -115,6 +115,10 @@ class DistillationSystem(L.LightningModule):
         self._student_tokenizer = None
 
     # ------------------------------------------------------------------ teacher
+    def teacher_model(self) -> Teacher:
+        """The frozen teacher (kept out of the state dict, so out of checkpoints and exports)."""
+        return self.__dict__["teacher"]
+
     def _teacher(self) -> Teacher:
         teacher = self.__dict__["teacher"]
         if next(teacher.parameters()).device != self.device:
@@ -196,14 +200,8 @@ class DistillationSystem(L.LightningModule):
             self.log(f"val/{key}", value, batch_size=bs, sync_dist=True, prog_bar=key in ("loss", "x2en_acc"))
 
     def configure_optimizers(self):
-        hp = self.hparams
         modules = nn.ModuleList([m for m in (self.student, self.token_projection) if m is not None])
-        optimizer = torch.optim.AdamW(param_groups(modules, hp.weight_decay), lr=hp.learning_rate)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, hp.warmup_steps, total, hp.min_lr_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_cosine(self, param_groups(modules, self.hparams.weight_decay), eps=1e-8)
 
     def export_hub(self, folder, tokenizer=None, eval_report: Optional[dict] = None, overwrite: bool = False):
         """Writes the student as a hub folder (``text_encoder/`` loads with AutoModel)."""

@@ -36,9 +36,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from babeltower.models.t2i import UNetConfig, build_unet, encode_prompt_states, set_attention_backend, unet_kwargs
+from babeltower.models.t2i import UNetConfig, build_unet, encode_prompt_states, unet_kwargs
 from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig, resolve_tokenizer
-from babeltower.train.contrastive import check_data_tokenizer, cosine_with_warmup, text_config_from
+from babeltower.train.contrastive import check_data_tokenizer, text_config_from
+from babeltower.train.optim import adamw_with_cosine
 
 #: Which UNet parameters each ``trainable`` setting trains (name substrings).
 TRAINABLE = {
@@ -330,16 +331,10 @@ class Text2ImageSystem(L.LightningModule):
             ema.copy_(b)
 
     def configure_optimizers(self):
-        hp = self.hparams
         params = [p for p in self.unet.parameters() if p.requires_grad]
-        if not hp.freeze_text:
+        if not self.hparams.freeze_text:
             params += [p for p in self.text_encoder.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, hp.warmup_steps, total, 0.1)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_cosine(self, params, eps=1e-8, min_lr_ratio=0.1)
 
     # ------------------------------------------------------------------------ export
 
@@ -356,12 +351,12 @@ class Text2ImageSystem(L.LightningModule):
         sched_class = scheduler_class(scheduler)
         source = self.ema_unet if (use_ema and self.ema_unet is not None) else self.unet
         unet = copy.deepcopy(source).float().cpu().eval()
-        set_attention_backend(unet, self.hparams.unet["attn_backend"])
         text_encoder = copy.deepcopy(self.text_encoder.backbone).float().cpu().eval()
         vae = copy.deepcopy(self.vae).float().cpu().eval() if self.vae is not None else None
         sched = sched_class.from_config(self.noise_scheduler.config)
         return BabelTowerText2ImagePipeline(
-            unet=unet, scheduler=sched, text_encoder=text_encoder, tokenizer=self.tokenizer, vae=vae
+            unet=unet, scheduler=sched, text_encoder=text_encoder, tokenizer=self.tokenizer, vae=vae,
+            attn_backend=self.hparams.unet["attn_backend"],
         )
 
     def export_hub(self, folder, tokenizer=None, eval_report: Optional[dict] = None, overwrite: bool = False):

@@ -14,6 +14,19 @@ sources provide such pairs without a download:
   deterministic 5% of the entries (by source and key, in every locale at once) is
   held out as ``val``.
 
+For a multilingual teacher (multilingual-e5-small imported by
+:func:`babeltower.models.e5.import_e5`, which embeds every language itself), two more
+real, monolingual sources give text far beyond the scene grammar; a monolingual sample
+has ``src == tgt`` (the student learns ``student(x) ~ teacher(x)``):
+
+* ``udhr``: the Universal Declaration of Human Rights excerpts that ``gflanguages``
+  ships as sample texts, one line per sample, for the languages of
+  :data:`XLMR_LANGUAGES` (about 90). The lines of the ``specimen_32`` field (one article,
+  e.g. article 24 "Everyone has the right to rest and leisure") are held out as ``val``
+  in every language; a val line also contained in a training line is dropped.
+* ``wordfreq``: the most frequent words of the 42 ``wordfreq`` languages; a
+  deterministic 5% of (language, word) is held out.
+
 Shards (``write_parallel_shards``) use the writer's conventions, so any webdataset
 reader sees the English side as ``txt``::
 
@@ -217,6 +230,131 @@ def cldr_pairs(locales: list[str] | None = None, split: str | None = None) -> It
                 yield {"src": src, "tgt": tgt, "lang": lang, "source": source, "key": key}
 
 
+# ------------------------------------------------------- monolingual real text (UDHR, words)
+
+#: XLM-R's 100 training languages (Conneau et al. 2020), which multilingual-e5 inherits, as
+#: ISO 639-1 codes where one exists; the UDHR source keeps only these.
+XLMR_LANGUAGES: tuple[str, ...] = (
+    "af", "am", "ar", "as", "az", "be", "bg", "bn", "br", "bs", "ca", "cs", "cy", "da", "de", "el", "en", "eo",
+    "es", "et", "eu", "fa", "fi", "fil", "fr", "fy", "ga", "gd", "gl", "gu", "ha", "he", "hi", "hr", "hu", "hy",
+    "id", "is", "it", "ja", "jv", "ka", "kk", "km", "kn", "ko", "ku", "ky", "la", "lo", "lt", "lv", "mg", "mk",
+    "ml", "mn", "mr", "ms", "my", "nb", "ne", "nl", "nn", "om", "or", "pa", "pl", "ps", "pt", "ro", "ru", "sa",
+    "sd", "si", "sk", "sl", "so", "sq", "sr", "su", "sv", "sw", "ta", "te", "th", "tl", "tr", "ug", "uk", "ur",
+    "uz", "vi", "xh", "yi", "zh",
+)
+
+#: gflanguages sample-text fields used for training, and the one held out (a different article).
+UDHR_TRAIN_FIELDS: tuple[str, ...] = ("specimen_16", "specimen_21", "specimen_36", "specimen_48", "tester", "styles")
+UDHR_VAL_FIELDS: tuple[str, ...] = ("specimen_32",)
+
+# Second scripts kept besides CLDR's likely script of a language (gflanguages also lists
+# transcriptions such as English in Deseret, which teach an encoder nothing useful).
+_UDHR_EXTRA_SCRIPTS: frozenset[str] = frozenset({"zh_Hant", "sr_Latn"})
+
+#: Fraction of wordfreq words held out for ``val``.
+WORDFREQ_VAL_FRACTION: float = 0.05
+
+
+def _held_out(fraction: float, *parts: str) -> bool:
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _udhr_records(languages: list[str] | None) -> list[tuple[str, str, dict]]:
+    """(gflanguages id, BCP-47 tag, {field: text}) for every kept language with a sample text."""
+    try:
+        import gflanguages
+    except ImportError as error:
+        raise ImportError("the UDHR source needs gflanguages: pip install 'babeltower[text]' (gflanguages==0.7.11)") from error
+    wanted = set(XLMR_LANGUAGES if languages is None else languages)
+    records = []
+    table = gflanguages.LoadLanguages()
+    from babel.core import get_global
+
+    likely = get_global("likely_subtags")
+
+    def usual_script(lang_id: str) -> bool:
+        lang, _, script = lang_id.partition("_")
+        default = likely.get(lang, "").split("_")
+        return lang_id in _UDHR_EXTRA_SCRIPTS or (len(default) > 1 and default[1] == script)
+
+    ids = sorted(k for k, v in table.items() if v.HasField("sample_text") and k.split("_")[0] in wanted and usual_script(k))
+    scripts_per_lang = Counter(k.split("_")[0] for k in ids)
+    for lang_id in ids:
+        lang, script = lang_id.split("_", 1)
+        tag = lang if scripts_per_lang[lang] == 1 else f"{lang}-{script}"
+        sample = table[lang_id].sample_text
+        fields = {f.name: value for f, value in sample.ListFields() if isinstance(value, str)}
+        records.append((lang_id, tag, fields))
+    if languages is not None:
+        found = {k.split("_")[0] for k in ids}
+        missing = sorted(set(languages) - found)
+        if missing:
+            raise ValueError(f"udhr_texts: gflanguages has no sample text for {missing}")
+    return records
+
+
+def udhr_texts(languages: list[str] | None = None, split: str | None = None, min_words: int = 3) -> Iterator[dict]:
+    """Monolingual UDHR lines from gflanguages' sample texts (``src == tgt``).
+
+    Args:
+        languages: language codes (default :data:`XLMR_LANGUAGES`).
+        split: ``"train"`` (lines of :data:`UDHR_TRAIN_FIELDS`), ``"val"`` (lines of
+            :data:`UDHR_VAL_FIELDS` that no training line contains) or None (both).
+        min_words: shorter lines are skipped (counting characters / 4 for scripts
+            written without spaces).
+
+    Yields:
+        ``{"src", "tgt", "lang", "source": "udhr", "key"}``, each line once per language.
+    """
+    if split not in (None, "train", "val"):
+        raise ValueError(f"udhr_texts: split must be None, 'train' or 'val', got {split!r}")
+    for lang_id, tag, fields in _udhr_records(languages):
+        def lines(names):
+            out = []
+            for name in names:
+                for line in fields.get(name, "").split("\n"):
+                    line = " ".join(line.split())
+                    if max(len(line.split()), len(line) // 4) >= min_words and line not in out:
+                        out.append(line)
+            return out
+
+        train = lines(UDHR_TRAIN_FIELDS)
+        val = [line for line in lines(UDHR_VAL_FIELDS) if not any(line in t or t in line for t in train)]
+        chosen = {"train": train, "val": val, None: train + val}[split]
+        for i, line in enumerate(chosen):
+            yield {"src": line, "tgt": line, "lang": tag, "source": "udhr", "key": f"{lang_id}-{i:03d}"}
+
+
+def wordfreq_texts(languages: list[str] | None = None, per_language: int = 2000, split: str | None = None) -> Iterator[dict]:
+    """The ``per_language`` most frequent words of each wordfreq language (``src == tgt``).
+
+    Words without a letter (numbers, punctuation) are skipped. A deterministic
+    :data:`WORDFREQ_VAL_FRACTION` of (language, word) is ``val``.
+
+    Yields:
+        ``{"src", "tgt", "lang", "source": "wordfreq", "key"}``.
+    """
+    try:
+        import wordfreq
+    except ImportError as error:
+        raise ImportError("the word-list source needs wordfreq: pip install 'babeltower[text]' (wordfreq==3.1.1)") from error
+    if split not in (None, "train", "val"):
+        raise ValueError(f"wordfreq_texts: split must be None, 'train' or 'val', got {split!r}")
+    available = sorted(wordfreq.available_languages("best"))
+    chosen = available if languages is None else list(languages)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ValueError(f"wordfreq_texts: wordfreq has no word list for {unknown}; available: {available}")
+    for lang in chosen:
+        for rank, word in enumerate(wordfreq.top_n_list(lang, per_language, wordlist="best")):
+            if not any(ch.isalpha() for ch in word):
+                continue
+            part = "val" if _held_out(WORDFREQ_VAL_FRACTION, "wordfreq", lang, word) else "train"
+            if split is None or part == split:
+                yield {"src": word, "tgt": word, "lang": lang, "source": "wordfreq", "key": f"{rank:05d}"}
+
+
 # ---------------------------------------------------------------------------- shards
 
 
@@ -230,7 +368,8 @@ def _sample(key: str, pair: dict) -> dict:
 
 def _split_samples(
     split: str, num_scenes: int, *, cldr: bool, languages: list[str] | None, locales: list[str] | None, seed: int,
-    progress: bool,
+    progress: bool, udhr: bool = False, udhr_languages: list[str] | None = None, words_per_language: int = 0,
+    word_languages: list[str] | None = None,
 ) -> list[dict]:
     from tqdm.auto import tqdm
 
@@ -246,6 +385,12 @@ def _split_samples(
         for pair in cldr_pairs(locales, split=split):
             source = pair["source"].split(":", 1)[1]
             samples.append(_sample(f"cldr-{source}-{pair['lang']}-{pair['key']}", pair))
+    if udhr:
+        for pair in udhr_texts(udhr_languages, split=split):
+            samples.append(_sample(f"udhr-{pair['key']}", pair))
+    if words_per_language:
+        for pair in wordfreq_texts(word_languages, words_per_language, split=split):
+            samples.append(_sample(f"wordfreq-{pair['lang']}-{pair['key']}", pair))
     if split == "train":
         # Shards are written in one order and the reader's shuffle buffer is small, so
         # interleave sources and languages here; otherwise a batch would be all-CLDR or
@@ -274,6 +419,10 @@ def write_parallel_shards(
     samples_per_shard: int = 5000,
     overwrite: bool = False,
     progress: bool = True,
+    udhr: bool = False,
+    udhr_languages: list[str] | None = None,
+    words_per_language: int = 0,
+    word_languages: list[str] | None = None,
 ) -> dict[str, list[Path]]:
     """Writes train and val shards of English -> other-language text pairs.
 
@@ -296,6 +445,10 @@ def write_parallel_shards(
         samples_per_shard: Maximum samples per shard.
         overwrite: Replace existing shards instead of refusing.
         progress: Show a tqdm progress bar for scene pairs.
+        udhr: Add monolingual UDHR lines (:func:`udhr_texts`; for a multilingual teacher).
+        udhr_languages: Their languages (default :data:`XLMR_LANGUAGES`).
+        words_per_language: Add this many frequent words per language (:func:`wordfreq_texts`); 0: none.
+        word_languages: Their languages (default: every wordfreq language).
 
     Returns:
         ``{"train": [...], "val": [...]}`` shard paths; a split without samples gets [].
@@ -315,7 +468,9 @@ def write_parallel_shards(
     counts: dict[str, dict] = {}
     for split, num in (("train", num_scene_train), ("val", num_scene_val)):
         samples = _split_samples(
-            split, num, cldr=cldr, languages=languages, locales=locales, seed=seed, progress=progress
+            split, num, cldr=cldr, languages=languages, locales=locales, seed=seed, progress=progress,
+            udhr=udhr, udhr_languages=udhr_languages, words_per_language=words_per_language,
+            word_languages=word_languages,
         )
         counts[split] = _counts(samples)
         if not samples:

