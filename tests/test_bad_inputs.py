@@ -123,6 +123,7 @@ CASES = [
     ("eval: suite with an unknown task", lambda m, f, t: ["eval", "--suite", _suite(t, {"speech": {"model": "x"}})], "speech"),
     ("eval: suite entry without model", lambda m, f, t: ["eval", "--suite", _suite(t, {"retrieval": {"data": "x"}}), "--out", str(t / "e10")], "names no model"),
     ("eval: suite option typo", lambda m, f, t: ["eval", "--suite", _suite(t, {"retrieval": {"model": "x", "options": {"poolsize": 3}}})], "poolsize"),
+    ("eval: suite entry not a mapping", lambda m, f, t: ["eval", "--suite", _suite(t, {"retrieval": "runs/x"})], "expected a mapping"),
     ("eval: --tasks not in suite", lambda m, f, t: ["eval", "--suite", _suite(t, {"retrieval": {"model": "x"}}), "--tasks", "asr"], "asr"),
     # export
     ("export: missing checkpoint", lambda m, f, t: ["export", str(t / "none.ckpt"), str(t / "x1")], "none.ckpt"),

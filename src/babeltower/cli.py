@@ -126,6 +126,9 @@ def cmd_eval(args) -> int:
         raise ValueError("babeltower eval: give a head and a model (`eval retrieval MODEL --data SHARDS`) "
                          f"or --suite FILE; heads: {', '.join(sorted(tasks))}")
     for name, entry in entries.items():  # options not in the evaluator's signature are a typo, not a default
+        if not isinstance(entry, dict):
+            raise ValueError(f"evaluation {name!r}: expected a mapping {{model: PATH, data: SHARDS, options: {{...}}}}, "
+                             f"got {type(entry).__name__}")
         kind = entry.get("task", name)
         if kind in tasks:
             unknown = set(entry.get("options") or {}) - set(inspect.signature(tasks[kind].evaluate).parameters)

@@ -94,3 +94,13 @@ def test_data_tokenizer_must_match_text_encoder():
     other = train_tokenizer(["un cercle rouge", "a red circle"] * 20, vocab_size=300)
     with pytest.raises(ValueError, match="data.init_args.tokenizer"):
         check_data_tokenizer(SimpleNamespace(datamodule=SimpleNamespace(tokenizer=other)), encoder)
+
+
+def test_image_size_mismatch_between_data_and_model_is_named():
+    from babeltower.models.vision import vit_tiny
+
+    system = ContrastiveSystem(vision=vit_tiny())  # 32 px
+    batch = {"pixel_values": torch.randn(2, 3, 16, 16), "input_ids": torch.ones(2, 4, dtype=torch.long),
+             "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    with pytest.raises(ValueError, match=r"data.init_args.image_size: images are 16x16 but the model expects 32x32"):
+        system.training_step(batch, 0)

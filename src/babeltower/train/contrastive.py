@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from babeltower.modalities.image import check_image_size
 from babeltower.models.clip import CLIPConfig, CLIPModel
 from babeltower.models.text_encoder import TextEncoderConfig
 from babeltower.models.vision import VisionConfig
@@ -149,6 +150,9 @@ class ContrastiveSystem(L.LightningModule):
         check_data_tokenizer(self.trainer, self.model.text)
 
     def _shared_step(self, batch):
+        # data.image_size and model.vision.image_size are two settings: a mismatch is named here,
+        # not left to a shape error inside the patch embedding
+        check_image_size(batch["pixel_values"], self.model.config.vision.image_size, where="data.init_args.image_size")
         image_features, text_features, scale = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         loss = clip_loss(image_features, text_features, scale)
         with torch.no_grad():

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from babeltower.modalities.image import check_image_size
 from babeltower.models.text_encoder import TextEncoderConfig
 from babeltower.models.vision import VisionConfig
 from babeltower.models.vqa import VQAConfig, VQAModel
@@ -177,6 +178,7 @@ class VQASystem(L.LightningModule):
     # ------------------------------------------------------------------ steps
     def _shared_step(self, batch):
         hp = self.hparams
+        check_image_size(batch["pixel_values"], self.model.config.vision.image_size, where="data.init_args.image_size")
         fused = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch.get("image_index"))  # (B, D)
         mask, canonical, soft = self._targets(batch)
         tokens = self._vocabulary_tokens()
