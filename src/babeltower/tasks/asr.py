@@ -173,9 +173,8 @@ def demo(ctx) -> dict:
                             num_val_code_switched=ctx.option(NAME, "num_val_code_switched", 30))
     else:
         print(f"[asr] reusing speech in {data}")
-    extra = []
     # The character CTC units are written next to the shards (OUT/units).
-    extra += ["--model.init_args.asr.tokenizer", str(data / "units"), "--data.init_args.tokenizer", str(data / "units")]
+    extra = ["--model.init_args.asr.tokenizer", str(data / "units"), "--data.init_args.tokenizer", str(data / "units")]
     distilled = ctx.workdir / "distill" / "hub"
     aligned = (distilled / "text_encoder").is_dir()
     if aligned:

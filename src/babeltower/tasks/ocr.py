@@ -201,9 +201,8 @@ def demo(ctx) -> dict:
                           num_test=ctx.option(NAME, "num_test", 330), overwrite=True)
     else:
         print(f"[ocr] reusing text lines in {data}")
-    extra = ["--trainer.max_steps", str(ctx.option(NAME, "max_steps"))] if ctx.option(NAME, "max_steps") else []
     config = ctx.option(NAME, "config", DEMO_CONFIG)
-    ckpt = ctx.fit(config, run_dir, str(data / "train"), str(data / "val"), extra)
+    ckpt = ctx.fit(config, run_dir, str(data / "train"), str(data / "val"), head=NAME)
     print(f"[ocr] evaluating {ckpt} on held-out fonts and texts ({data / 'test'})")
     result = evaluate(str(ckpt), data=str(data / "test"), out=str(run_dir / "eval"))
     print(result["markdown"])

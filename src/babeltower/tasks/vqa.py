@@ -273,7 +273,7 @@ def demo(ctx) -> dict:
                          overwrite=True)
     else:
         print(f"[vqa] reusing VQA scenes in {data}")
-    extra = ["--trainer.max_steps", str(ctx.option(NAME, "max_steps"))] if ctx.option(NAME, "max_steps") else []
+    extra = []
     hub = (ctx.outputs.get("contrastive_distilled") or ctx.outputs.get("contrastive") or {}).get("hub")
     if hub and (Path(hub) / "vision_model").is_dir():
         extra += ["--model.init_args.init_from", str(hub), "--data.init_args.tokenizer", str(Path(hub) / "tokenizer")]
