@@ -33,3 +33,23 @@ def e5_folder(tmp_path_factory):
     folder = import_e5(tmp_path_factory.mktemp("e5") / "e5", check=False)
     print(f"\n[e5_folder] import_e5 took {time.perf_counter() - start:.1f} s")
     return folder
+
+
+def _tar_with_member_replaced(shard, name_suffix: str, payload: bytes) -> bytes:
+    """The bytes of ``shard`` with every member whose name ends in ``name_suffix`` replaced by ``payload``."""
+    import io
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(shard) as src, tarfile.open(fileobj=data, mode="w") as dst:
+        for member in src.getmembers():
+            content = payload if member.name.endswith(name_suffix) else src.extractfile(member).read()
+            member.size = len(content)
+            dst.addfile(member, io.BytesIO(content))
+    return data.getvalue()
+
+
+@pytest.fixture
+def corrupt_tar_member():
+    """``corrupt_tar_member(shard, name_suffix, payload) -> bytes``: a shard with one member's bytes replaced."""
+    return _tar_with_member_replaced

@@ -41,13 +41,17 @@ def test_config_parses_and_instantiates(config, tmp_path, monkeypatch, request):
         for key in ("init_from", "init_unet", "init_text_from"):
             if raw["model"]["init_args"].get(key):
                 raw["model"]["init_args"][key] = None
-        raw["data"]["init_args"].pop("tokenizer", None)
         config = tmp_path / config.name
         config.write_text(yaml.safe_dump(raw))
     args = ["--config", str(config), "--trainer.logger", "false", "--trainer.strategy", "auto"]
     cli = lightning_cli(args, run=False)
     assert cli.model is not None and cli.datamodule is not None
     init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    # babeltower fit links the data's shared facts to the model's (train/launch.py): no config repeats them
+    data_args = yaml.safe_load(config.read_text())["data"]["init_args"]
+    assert not set(data_args) & set(cli.model.linked_data_args(init_args)), "set these under model: only"
+    if "asr" in init_args:  # speech: transcripts are cut into the recognizer's units
+        assert cli.datamodule.tokenizer_path == init_args["asr"].get("tokenizer")
     if "vision" in init_args:  # contrastive: the data's image size follows the tower's
         assert cli.model.model.config.vision.image_size == init_args["vision"]["image_size"]
         assert cli.datamodule.hparams.get("image_size") == init_args["vision"]["image_size"]

@@ -99,7 +99,6 @@ def test_contrastive_starts_from_distilled_encoder(distilled, scene_shards, tmp_
         [
             "--config", "configs/tiny/contrastive.yaml",
             "--data.init_args.train_shards", scene_shards["train"], "--data.init_args.val_shards", scene_shards["val"],
-            "--data.init_args.tokenizer", str(distilled["hub"] / "tokenizer"),
             "--model.init_args.init_from", str(distilled["hub"]),
             "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
@@ -107,6 +106,8 @@ def test_contrastive_starts_from_distilled_encoder(distilled, scene_shards, tmp_
         run=False,
     )
     student, _, _ = load_text_encoder(distilled["hub"])
+    # the data's tokenizer follows init_from (linked), so captions use the student's vocabulary
+    assert cli.datamodule.tokenizer_path == str(distilled["hub"] / "text_encoder")
     text = cli.model.model.text
     assert text.config.hidden_size == 32
     for (name, a), b in zip(text.backbone.state_dict().items(), student.backbone.state_dict().values()):

@@ -6,7 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from babeltower.datasets.pipeline import MixedStream, ShardReadError, ShardStream, expand_shards
+from babeltower.datasets.pipeline import (
+    MixedStream,
+    ShardReadError,
+    ShardStream,
+    eval_samples,
+    eval_stream,
+    expand_shards,
+)
 from babeltower.datasets.writer import write_shards
 from babeltower.modalities.image import decode_image
 
@@ -106,6 +113,20 @@ def test_corrupt_samples_are_skipped_and_reported_in_band(tmp_path, caplog):
     # reported with the first batch after the skip, not repeated later
     assert [r["key"] for r in batches[0]["bad_samples"]] == ["k1"]
     assert "skipping sample 'k4'" in caplog.text and "shard-000000.tar" in caplog.text
+
+
+def test_evaluators_read_the_whole_test_set_in_order_whatever_the_rank(tmp_path, monkeypatch):
+    """eval_stream / eval_samples: every sample once, in order, bad ones skipped and listed,
+    also inside a DDP job's environment (single_pass_stream would read this rank's share)."""
+    spec = _corrupt_shard(tmp_path / "bad")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    batches = list(eval_stream(spec, decode=decode, collate=collate, batch_size=4))
+    assert keys_of(batches) == ["k0", "k2", "k3", "k5"]
+    assert [r["key"] for b in batches for r in b["bad_samples"]] == ["k1", "k4"]
+    skipped = []
+    assert [s["key"] for s in eval_samples(spec, decode, skipped)] == ["k0", "k2", "k3", "k5"]
+    assert [r["key"] for r in skipped] == ["k1", "k4"] and "JSONDecodeError" in skipped[1]["reason"]
 
 
 def test_all_samples_bad_raises_instead_of_spinning(tmp_path):

@@ -180,3 +180,17 @@ def test_bucketed_batches_resume_exactly_from_a_saved_position():
         rest = run(resume=position)
         seen = [n for b in first + rest for n in b["n"]]
         assert sorted(seen) == sorted(full) and len(seen) == len(set(seen)), stop
+
+
+def test_speech_eval_batches_read_every_clip_in_order(shards):
+    """An evaluator's view of a speech test set: every clip once, in shard order, padded, not tokenized."""
+    from babeltower.datasets.pipeline import expand_shards, read_tar
+    from babeltower.datasets.speech import speech_eval_batches
+
+    batches = list(speech_eval_batches(shards, batch_size=5))
+    keys = [k for b in batches for k in b["key"]]
+    assert keys == [s["__key__"] for url in expand_shards(shards) for s in read_tar(url) if s["__key__"] != CORRUPT_KEY]
+    assert [r["key"] for b in batches for r in b["bad_samples"]] == [CORRUPT_KEY]
+    for batch in batches:
+        assert batch["waveforms"].shape == (len(batch["key"]), int(batch["audio_lengths"].max()))
+        assert "labels" not in batch and batch["text"] == ["one"] * len(batch["key"])

@@ -147,23 +147,12 @@ def test_shards_hold_out_colour_shape_pairs_and_datamodule_batches(tmp_path):
     assert [b["question"] for b in val] == [b["question"] for b in dm.val_dataloader()]
 
 
-def test_corrupt_sample_is_skipped_and_reported(tmp_path):
-    import io
-    import tarfile
-
+def test_corrupt_sample_is_skipped_and_reported(tmp_path, corrupt_tar_member):
     from babeltower.datasets.vqa import VQADataModule
 
     write_vqa_shards(tmp_path, num_train=6, num_val=0, image_size=32, seed=0, samples_per_shard=10, progress=False)
     shard = next((tmp_path / "train").glob("*.tar"))
-    data = io.BytesIO()
-    with tarfile.open(shard) as src, tarfile.open(fileobj=data, mode="w") as dst:
-        for member in src.getmembers():
-            payload = src.extractfile(member).read()
-            if member.name.endswith("00000001.json"):
-                payload = b"{not json"
-            member.size = len(payload)
-            dst.addfile(member, io.BytesIO(payload))
-    shard.write_bytes(data.getvalue())
+    shard.write_bytes(corrupt_tar_member(shard, "00000001.json", b"{not json"))
     dm = VQADataModule(train_shards=str(tmp_path / "train"), image_size=32, batch_size=5, shuffle_buffer=0)
     dm.setup("fit")
     batches = list(dm.train_dataloader())

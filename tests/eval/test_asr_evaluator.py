@@ -86,6 +86,17 @@ def _wav(seconds):
     return buffer.getvalue()
 
 
+def _silence(seconds):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(int(16000 * seconds)), 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
 def test_evaluate_asr_shards_end_to_end(tmp_path):
     import torch
 
@@ -104,8 +115,25 @@ def test_evaluate_asr_shards_end_to_end(tmp_path):
     assert [s["id"] for s in report["samples"]] == ["a", "b", "c"]
     assert set(report["groups"]) == {"scene", "heldout", "code_switched"} and report["invalid_outputs"] == 0
     assert (tmp_path / "out" / "samples.jsonl").read_text().count("\n") == 3
-    # A truncated wav inside a shard: an error naming the shard and the key.
+    assert report["bad_samples"] == {"count": 0, "samples": []}
+    # Bad clips (a truncated wav, no language, silence is kept) are skipped and counted by the
+    # datasets layer, each named by shard, key and reason; the rest is scored.
     (tmp_path / "bad").mkdir()
-    _shard(tmp_path / "bad" / "val-1.tar", {"k": {"wav": _wav(0.5)[:-400], "txt": b"x", "json": {"lang": "en"}}})
-    with pytest.raises(ValueError, match=r"val-1.tar/k: truncated WAV"):
-        evaluate_asr_shards(tmp_path / "model", tmp_path / "bad", None)
+    _shard(tmp_path / "bad" / "val-1.tar", {
+        "k": {"wav": _wav(0.5)[:-400], "txt": b"x", "json": {"lang": "en"}},
+        "good": {"wav": _wav(0.5), "txt": b"two red circles", "json": {"lang": "en"}},
+        "nolang": {"wav": _wav(0.5), "txt": b"x", "json": {}},
+        "silent": {"wav": _silence(0.5), "txt": b"nothing", "json": {"lang": "en"}},
+    })
+    report = evaluate_asr_shards(tmp_path / "model", tmp_path / "bad", None)
+    assert [s["id"] for s in report["samples"]] == ["good", "silent"]
+    assert report["bad_samples"]["count"] == 2
+    reasons = {b["key"]: b["reason"] for b in report["bad_samples"]["samples"]}
+    assert reasons["k"].startswith("ValueError") and "val-1.tar/k" in reasons["k"] and "truncated WAV" in reasons["k"]
+    assert "nolang.json has no" in reasons["nolang"] and "field (a language code" in reasons["nolang"]
+    assert all(b["shard"].endswith("val-1.tar") for b in report["bad_samples"]["samples"])
+    # Nothing readable: an error, not an empty report.
+    (tmp_path / "worse").mkdir()
+    _shard(tmp_path / "worse" / "val-2.tar", {"k": {"wav": _wav(0.5)[:-400], "txt": b"x", "json": {"lang": "en"}}})
+    with pytest.raises(ValueError, match="no utterances"):
+        evaluate_asr_shards(tmp_path / "model", tmp_path / "worse", None)

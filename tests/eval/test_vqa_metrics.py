@@ -1,13 +1,13 @@
-"""VQAv2 soft accuracy against hand-worked values, normalisation, MC extraction, consistency, CVQA loader."""
+"""VQAv2 soft accuracy against hand-worked values, normalisation, MC extraction, consistency.
 
-import json
+The CVQA and shard test-set readers are tested in tests/datasets/test_vqa_testsets.py.
+"""
 
 import pytest
 
 from babeltower.eval.vqa import (
     cross_lingual_consistency,
     extract_choice,
-    load_cvqa,
     multiple_choice_accuracy,
     normalize_answer,
     process_digit_article,
@@ -147,51 +147,3 @@ def test_summarise_per_language_and_type():
     assert summary["groups"]["question_type"]["count"]["consistency"] == 0.0
     assert summary["groups"]["question_type"]["colour"]["consistency"] == 1.0
     assert summary["metrics"]["consistency"] == 0.5
-
-
-# ----------------------------------------------------------------- CVQA loader
-def _png_bytes():
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_load_cvqa_jsonl_hand_made(tmp_path):
-    (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "a.png").write_bytes(_png_bytes())
-    records = [
-        {"ID": "5919991144272485961_0", "Subset": "('Japanese', 'Japan')", "Question": "この料理は何ですか？",
-         "Translated Question": "What is this dish?", "Options": ["寿司", "ラーメン", "天ぷら", "うどん"],
-         "Translated Options": ["Sushi", "Ramen", "Tempura", "Udon"], "Label": 1, "Category": "Food",
-         "Image Type": "Self", "Image Source": "Self-open", "License": "CC BY-SA", "image_path": "img/a.png"},
-        {"ID": "x1", "Subset": "('Spanish', 'Mexico')", "Question": "¿De qué color es?",
-         "Translated Question": "What colour is it?", "Options": "['rojo', 'azul', 'verde', 'negro']",
-         "Translated Options": ["red", "blue", "green", "black"], "Label": 0, "Category": "Objects",
-         "image_path": "img/a.png"},
-    ]
-    path = tmp_path / "cvqa.jsonl"
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
-    items = load_cvqa(path)
-    assert [it["lang"] for it in items] == ["ja", "es"]
-    assert items[0]["subset"] == "Japanese-Japan" and items[0]["country"] == "Japan"
-    assert items[0]["options"][items[0]["label"]] == "ラーメン"
-    assert items[0]["options_en"][1] == "Ramen" and items[0]["question_en"] == "What is this dish?"
-    assert items[1]["options"] == ["rojo", "azul", "verde", "negro"]  # the string-literal list of an early release
-    assert items[0]["image"].startswith(b"\x89PNG")
-
-
-def test_load_cvqa_errors_name_line_and_field(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"Question": "q", "Options": ["a", "b"], "Label": 0}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing CVQA field\(s\)"):
-        load_cvqa(path)
-    record = {"ID": "1", "Subset": "('English', 'UK')", "Question": "q", "Translated Question": "q",
-              "Options": ["a", "b", "c", "d"], "Translated Options": ["a", "b", "c", "d"], "Label": 4,
-              "Category": "c", "image": "missing.png"}
-    path.write_text(json.dumps(record) + "\n")
-    with pytest.raises(ValueError, match="'Label' must be an option index 0..3"):
-        load_cvqa(path)

@@ -93,3 +93,29 @@ def test_read_pil_lines():
     lines = [Image.new("RGB", (120, 30), "white"), Image.new("L", (10, 50), 0), Image.new("RGB", (300, 20), (20, 20, 90))]
     texts = model.read(lines)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+
+
+def test_script_consistent_decode_rewrites_minority_lookalikes_from_the_posteriors():
+    """'nраво' (Latin n inside a Cyrillic word) becomes 'право' when п is the frame's best Cyrillic
+    letter; an all-Latin word next to it, digits and a tie are left alone."""
+    import math
+
+    from babeltower.models.ocr import script_consistent_decode
+
+    charset = "nрaвоп mx1"
+    blank = len(charset)
+    # frames: n р а в о ␣ m a x ␣ 1 ; 'n' frame prefers Latin n, with п second
+    path = ["n", "р", "a", "в", "о", " ", "m", "a", "x", " ", "1"]
+    log_probs = torch.full((1, len(path), len(charset) + 1), -20.0)
+    for t, ch in enumerate(path):
+        log_probs[0, t, charset.index(ch)] = math.log(0.7)
+    log_probs[0, 0, charset.index("п")] = math.log(0.2)
+    log_probs[0, 2, charset.index("о")] = math.log(0.1)  # Latin 'a' in a Cyrillic word: best Cyrillic is о here
+    ids = script_consistent_decode(log_probs, None, blank, charset)[0]
+    text = "".join(charset[i] for i in ids)
+    assert text == "прово max 1"
+    # a tie (one Latin, one Cyrillic letter) is left as read
+    tie = torch.full((1, 2, len(charset) + 1), -20.0)
+    tie[0, 0, charset.index("n")] = 0.0
+    tie[0, 1, charset.index("р")] = 0.0
+    assert "".join(charset[i] for i in script_consistent_decode(tie, None, blank, charset)[0]) == "nр"

@@ -176,3 +176,18 @@ def test_loading_a_pipeline_with_a_missing_unet_weight_fails(tmp_path):
     save_file(state, weights)
     with pytest.raises(RuntimeError, match=r"unet: the weights do not match.*missing \['" + removed):
         BabelTowerText2ImagePipeline.from_pretrained(tmp_path / "p")
+
+
+
+def test_xformers_unet_builds_on_cpu_and_is_checked_at_the_first_call():
+    """A UNet configured for xformers is built on the CPU (Lightning moves it later): building
+    must not probe the device; running it where xformers cannot run names the reason."""
+    from babeltower.models.attention import xformers_unavailable_reason
+
+    unet = build_unet(UNetConfig(**TINY_UNET, attn_backend="xformers", pooled_conditioning=False), 16)  # no error yet
+    if xformers_unavailable_reason("cpu") is None:
+        pytest.skip("xformers runs on this CPU")
+    sample = torch.randn(1, unet.config.in_channels, 16, 16)
+    states = torch.randn(1, 3, 16)
+    with pytest.raises(RuntimeError, match="xformers"):
+        unet(sample, torch.tensor([10]), encoder_hidden_states=states)

@@ -129,3 +129,47 @@ def test_config_validation_names_the_field():
         vqa_tiny(answers=[["en"]])
     with pytest.raises(ValueError, match="needs a non-empty answers"):
         VQAConfig(answers=[], answer_mode="classify")
+
+
+def test_answer_groups_share_one_classifier_row_across_languages(tokenizer):
+    """[en, red], [fr, rouge] and [ja, 赤] in one group get the same logit: one class, every language."""
+    from babeltower.datasets.synthetic.vqa import answer_vocabulary, answer_vocabulary_groups
+
+    vocab = answer_vocabulary()
+    groups = answer_vocabulary_groups(vocab)
+    assert groups[vocab.index(["fr", "rouge"])] == groups[vocab.index(["en", "red"])] == "red"
+    torch.manual_seed(0)
+    model = VQAModel(vqa_tiny(answers=vocab, answer_groups=groups)).eval()
+    assert model.classifier.out_features == len(set(groups)) < len(vocab)
+    ids, mask = _tokens(tokenizer, ["What colour is it?"])
+    with torch.no_grad():
+        logits = model.classify(model(torch.randn(1, 3, 32, 32), ids, mask))[0]  # (A,)
+    red = [i for i, g in enumerate(groups) if g == "red"]
+    assert len(red) == 10 and torch.all(logits[red] == logits[red[0]])
+    assert not torch.all(logits == logits[0])
+    with pytest.raises(ValueError, match="one group per answer"):
+        vqa_tiny(answers=vocab, answer_groups=groups[:-1])
+
+
+def test_global_and_match_tokens_join_the_fusion_and_survive_save_load(tokenizer, tmp_path):
+    """The pooled-image and image x question tokens are extra fusion tokens: padding still does not
+    change the answer vector, and the weights load back strictly."""
+    from babeltower.datasets.synthetic.vqa import answer_vocabulary
+
+    torch.manual_seed(0)
+    model = VQAModel(vqa_tiny(answers=answer_vocabulary(), global_image_token=True, match_token=True)).eval()
+    plain = VQAModel(vqa_tiny(answers=answer_vocabulary())).eval()
+    assert {"global_proj.weight", "match_out.weight"} <= set(model.state_dict())
+    assert not {"global_proj.weight", "match_out.weight"} & set(plain.state_dict())
+    pixels = torch.randn(1, 3, 32, 32)
+    short = _tokens(tokenizer, ["Is it red?"])
+    padded = tokenizer(["Is it red?", "What colour are the three large shapes at the top?"], return_tensors="pt",
+                       padding=True)
+    with torch.no_grad():
+        a = model(pixels, *short)
+        b = model(pixels.expand(2, -1, -1, -1), padded["input_ids"], padded["attention_mask"])[:1]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path / "vqa", tokenizer=tokenizer)
+    loaded = VQAModel.from_pretrained(tmp_path / "vqa")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels, *short), a)

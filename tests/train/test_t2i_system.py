@@ -21,8 +21,6 @@ def _fit_args(shards, root, steps, extra=()):
         "fit", "--config", "configs/t2i/tiny.yaml",
         "--model.init_args.init_from", "null",
         "--model.init_args.unet", str(TINY_UNET).replace("'", '"').replace("False", "false").replace("True", "true"),
-        "--data.init_args.tokenizer", "null",
-        "--data.init_args.image_size", "16",
         "--data.init_args.batch_size", "8",
         "--data.init_args.samples_per_epoch", "64",
         "--data.init_args.num_workers", "0",

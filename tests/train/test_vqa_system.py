@@ -79,3 +79,28 @@ def test_export_hub_loads_strictly(tmp_path):
     from transformers import AutoModel
 
     AutoModel.from_pretrained(folder / "vqa" / "text_encoder")  # the shared encoder stays a stock transformers model
+
+
+def test_init_from_keeps_an_explicit_pretrained_text_encoder(tmp_path):
+    """init_from + text.pretrained: the hub gives the vision tower, the named encoder stays (as e5 does)."""
+    from babeltower.models.text_encoder import TextEncoder
+    from babeltower.modalities.text import load_tokenizer_or_default
+    from babeltower.train.contrastive import ContrastiveSystem
+    from babeltower.train.vqa import VQASystem
+
+    torch.manual_seed(0)
+    clip = ContrastiveSystem(vision=TINY_VISION, text=TINY_TEXT, embed_dim=32)
+    hub = clip.export_hub(tmp_path / "hub")
+    other = TextEncoder(TextEncoderConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=64))
+    other.save_pretrained(tmp_path / "other", tokenizer=load_tokenizer_or_default(None))
+    text = TextEncoderConfig(pretrained=str(tmp_path / "other"), trainable_layers=0)
+    system = _system(init_from=str(hub), text=text)
+    assert system.model.text.backbone.config.hidden_size == 48
+    for key, value in other.backbone.state_dict().items():
+        torch.testing.assert_close(system.model.text.backbone.state_dict()[key], value)
+    for key, value in clip.model.vision.vit.state_dict().items():
+        torch.testing.assert_close(system.model.vision.vit.state_dict()[key], value)
+    assert system.model.text.backbone_frozen and not system.model.text.backbone.training
+    links = VQASystem.linked_data_args({"init_from": str(hub), "text": {"pretrained": str(tmp_path / "other")}})
+    assert links["tokenizer"] == ("text.pretrained", str(tmp_path / "other"))

@@ -418,6 +418,7 @@ class ParallelTextDataModule(StreamLoaders, L.LightningDataModule):
             makes each one a source, mixed batch by batch according to ``train_weights``.
         val_shards: Validation shards; one pass, no shuffling, last batch kept.
         student_tokenizer: Student tokenizer folder; None uses the packaged default.
+            ``babeltower fit`` sets it to the student's.
         teacher_tokenizer: Teacher tokenizer folder (e.g. the sentence-transformers
             model folder); None leaves ``teacher_src`` out of the batch.
         batch_size: Training batch size per rank.

@@ -7,10 +7,12 @@ YAML (LightningCLI)::
       init_args:
         train_shards: data/scenes/train
         val_shards: data/scenes/val
-        image_size: 64
         batch_size: 128
         samples_per_epoch: 20000
         caption_languages: [en, de, fr, es, ru, ar, hi, ko, zh, ja]
+
+``tokenizer`` and ``image_size`` are not set here: ``babeltower fit`` takes them from the
+model section (the text encoder's tokenizer, the vision tower's side).
 
 Batches are dicts::
 
@@ -194,8 +196,9 @@ class ImageTextDataModule(StreamLoaders, L.LightningDataModule):
             makes each one a source, mixed batch by batch according to ``train_weights``.
         val_shards: Validation shards; one pass, no shuffling, last batch kept.
         tokenizer: Tokenizer folder; None uses the packaged default tokenizer.
+            ``babeltower fit`` sets it to the model's text encoder's.
         train_weights: Mixing weights, one per entry of ``train_shards`` (default equal).
-        image_size: Image side in pixels.
+        image_size: Image side in pixels (``babeltower fit`` sets it to the model's).
         batch_size: Training batch size per rank.
         val_batch_size: Validation batch size per rank (default ``batch_size``).
         num_workers: DataLoader worker processes per rank.

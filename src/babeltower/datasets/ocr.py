@@ -135,8 +135,10 @@ class OCRDataModule(StreamLoaders, L.LightningDataModule):
     Args:
         train_shards: Training shards (see ``expand_shards``).
         val_shards: Validation shards; one pass, no shuffling, last batch kept.
-        image_height: Line height in pixels (= ``model.init_args.ocr.image_height``).
-        max_width: Widest line after scaling (= ``model.init_args.ocr.max_width``).
+        image_height: Line height in pixels (``babeltower fit`` sets it to
+            ``model.init_args.ocr.image_height``).
+        max_width: Widest line after scaling (``babeltower fit`` sets it to
+            ``model.init_args.ocr.max_width``).
         batch_size: Training batch size per rank.
         val_batch_size: Validation batch size per rank (default ``batch_size``).
         num_workers: DataLoader worker processes per rank.

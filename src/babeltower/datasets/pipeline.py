@@ -1309,6 +1309,38 @@ def single_pass_stream(shards, *, decode, collate, batch_size: int, seed: int | 
     )
 
 
+def eval_stream(shards, *, decode, collate, batch_size: int) -> ShardStream:
+    """A whole test set as batches, for an evaluator: every sample once, in shard order.
+
+    The reading, sample grouping, decoding and skip accounting of training, in one
+    process: rank 0 of 1 whatever ``torch.distributed`` or ``RANK``/``WORLD_SIZE`` say (an
+    evaluator scores the whole set; :func:`single_pass_stream` would take this rank's
+    share), no shuffling, the last batch kept. A sample whose ``decode`` raises is skipped,
+    logged and listed in the next batch's ``bad_samples`` (``{"shard", "key", "reason"}``).
+    """
+    return ShardStream(
+        shards, decode=decode, batch_size=batch_size, collate=collate, shuffle_buffer=0, seed=0, drop_last=False,
+        rank=0, world_size=1,
+    )
+
+
+def eval_samples(shards, decode: Callable[[dict], dict], skipped: list[dict[str, str]] | None = None) -> Iterator[dict]:
+    """A whole test set sample by sample (as :func:`eval_stream`, unbatched).
+
+    Args:
+        shards: Shard specification (see :func:`expand_shards`).
+        decode: Raw sample -> decoded sample; raising skips the sample.
+        skipped: If given, each skipped sample's ``{"shard", "key", "reason"}`` is appended to it.
+
+    Yields:
+        Decoded samples, in shard order.
+    """
+    report = _SkipReport()
+    if skipped is not None:
+        report.pending = skipped
+    yield from decode_samples(read_samples(expand_shards(shards), report), decode, report)
+
+
 def _set_distributed(stream, trainer) -> None:
     if trainer is not None:  # outside Lightning the stream reads torch.distributed / env itself
         stream.set_distributed(trainer.global_rank, trainer.world_size)

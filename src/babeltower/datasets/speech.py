@@ -64,6 +64,7 @@ from babeltower.datasets.pipeline import (
     StreamLoaders,
     _collate,
     _SkipReport,
+    eval_stream,
     single_pass_stream,
 )
 from babeltower.modalities.audio import load_audio
@@ -85,11 +86,14 @@ class SpeechDecoder:
     Args:
         sample_rate: Output waveform rate in Hz.
         max_seconds: Longer clips are rejected (skipped).
+        min_peak: Quieter clips are rejected as silent (skipped); None keeps them (a test
+            set's silence is scored, not dropped).
     """
 
-    def __init__(self, sample_rate: int = 16000, max_seconds: float | None = 20.0) -> None:
+    def __init__(self, sample_rate: int = 16000, max_seconds: float | None = 20.0, min_peak: float | None = 1e-4) -> None:
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
+        self.min_peak = min_peak
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         key = sample["__key__"]
@@ -124,6 +128,7 @@ class SpeechDecoder:
             sample[audio_key],
             target_rate=self.sample_rate,
             where=f"{where}.{audio_key}",
+            min_peak=self.min_peak,
             max_seconds=self.max_seconds,
         )  # (N,)
         return {"waveform": waveform, "text": text, "lang": lang, "key": key, "meta": meta}
@@ -142,26 +147,13 @@ def collate_speech(samples: list[dict[str, Any]], tokenizer: Any, max_text_lengt
     """
     if not samples:
         raise ValueError("collate_speech: got an empty list of samples")
-    texts = [s["text"] for s in samples]
-    token_ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_text_length)["input_ids"]
-    audio_lengths = torch.tensor([s["waveform"].shape[0] for s in samples], dtype=torch.long)  # (B,)
-    waveforms = torch.zeros(len(samples), int(audio_lengths.max()))  # (B, N)
-    for row, sample in enumerate(samples):
-        waveforms[row, : sample["waveform"].shape[0]] = sample["waveform"]
+    batch = collate_clips(samples)  # waveforms, audio_lengths, text, lang, key, meta
+    token_ids = tokenizer(batch["text"], add_special_tokens=False, truncation=True, max_length=max_text_length)["input_ids"]
     label_lengths = torch.tensor([len(ids) for ids in token_ids], dtype=torch.long)  # (B,)
     labels = torch.full((len(samples), max(1, int(label_lengths.max()))), LABEL_PAD, dtype=torch.long)  # (B, L)
     for row, ids in enumerate(token_ids):
         labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return {
-        "waveforms": waveforms,
-        "audio_lengths": audio_lengths,
-        "labels": labels,
-        "label_lengths": label_lengths,
-        "text": texts,
-        "lang": [s["lang"] for s in samples],
-        "key": [s["key"] for s in samples],
-        "meta": [s["meta"] for s in samples],
-    }
+    return {**batch, "labels": labels, "label_lengths": label_lengths}
 
 
 class SpeechCollator:
@@ -173,6 +165,48 @@ class SpeechCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_speech(samples, self.tokenizer, self.max_text_length)
+
+
+def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pads decoded clips into a batch without tokenizing (evaluation: the model decodes).
+
+    Returns:
+        ``waveforms`` (B, N) zero-padded, ``audio_lengths`` (B,) long, and the ``text``,
+        ``lang``, ``key``, ``meta`` lists.
+    """
+    if not samples:
+        raise ValueError("collate_clips: got an empty list of samples")
+    audio_lengths = torch.tensor([s["waveform"].shape[0] for s in samples], dtype=torch.long)  # (B,)
+    waveforms = torch.zeros(len(samples), int(audio_lengths.max()))  # (B, N)
+    for row, sample in enumerate(samples):
+        waveforms[row, : sample["waveform"].shape[0]] = sample["waveform"]
+    return {
+        "waveforms": waveforms,
+        "audio_lengths": audio_lengths,
+        **{name: [s[name] for s in samples] for name in ("text", "lang", "key", "meta")},
+    }
+
+
+def speech_eval_batches(
+    shards: str | list[str], *, sample_rate: int = 16000, max_seconds: float | None = 30.0, batch_size: int = 16
+) -> ShardStream:
+    """A speech test set, whole and in shard order, as batches for an evaluator.
+
+    Read and checked as training clips are (:class:`SpeechDecoder`: audio, transcript,
+    ``lang``, duration), through :func:`~babeltower.datasets.pipeline.eval_stream`: a bad
+    clip is skipped, logged and listed in a batch's ``bad_samples``. Silent clips are kept.
+
+    Args:
+        shards: Shard specification (folder, brace pattern, glob, list).
+        sample_rate: Waveform rate in Hz (the model's).
+        max_seconds: Longer clips are skipped (None: no limit).
+        batch_size: Clips per batch.
+
+    Returns:
+        A stream of :func:`collate_clips` batches plus ``bad_samples``.
+    """
+    decode = SpeechDecoder(sample_rate, max_seconds, min_peak=None)
+    return eval_stream(shards, decode=decode, collate=collate_clips, batch_size=batch_size)
 
 
 def bucket_samples(
@@ -325,7 +359,8 @@ class SpeechDataModule(StreamLoaders, L.LightningDataModule):
     Args:
         train_shards: Training shards (see ``expand_shards``), read as one source.
         val_shards: Validation shards; one pass, no shuffling, last batch kept.
-        tokenizer: Tokenizer folder (the ASR model's); None: the packaged default.
+        tokenizer: Tokenizer folder (the ASR model's; ``babeltower fit`` sets it from
+            the model section, as ``vocab_size``); None: the packaged default.
         vocab_size: The ASR model's CTC vocabulary size (``ASRConfig.vocab_size``); below
             the tokenizer's size, transcripts are tokenized with its first ``vocab_size``
             tokens only (``truncate_bpe_tokenizer``). 0: the whole tokenizer.

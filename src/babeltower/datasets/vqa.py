@@ -5,8 +5,9 @@ A shard sample is one scene: ``png`` and ``json`` with ``questions`` (see
 and epoch, one question, one of ``languages`` and one of that question's phrasings, so
 every epoch shows new question-language pairs for the same images. Validation takes
 one deterministic (question, language) per scene, cycling through both by scene index;
-the full evaluation over every question and language is
-:func:`babeltower.eval.vqa.evaluate_vqa`.
+the full evaluation over every question and language reads the shards with
+:func:`babeltower.datasets.vqa_testsets.iter_vqa_items` and scores with
+:mod:`babeltower.eval.vqa`.
 
 YAML (LightningCLI)::
 
@@ -15,9 +16,10 @@ YAML (LightningCLI)::
       init_args:
         train_shards: runs/vqa/data/train
         val_shards: runs/vqa/data/val
-        image_size: 32
         batch_size: 64
         samples_per_epoch: 20000
+
+(``tokenizer`` and ``image_size`` come from the model section under ``babeltower fit``.)
 
 Batches are dicts::
 
@@ -33,7 +35,6 @@ Batches are dicts::
 
 from __future__ import annotations
 
-import json
 import random
 import zlib
 from typing import Any
@@ -41,7 +42,6 @@ from typing import Any
 import lightning as L
 import torch
 
-from babeltower.datasets.datamodule import IMAGE_KEYS
 from babeltower.datasets.pipeline import (
     MixedStream,
     ShardStream,
@@ -49,51 +49,8 @@ from babeltower.datasets.pipeline import (
     single_pass_stream,
     weighted_train_stream,
 )
-from babeltower.modalities.image import ImageTransform, decode_image
-
-_QUESTION_FIELDS = ("qid", "type", "form", "answer_key", "texts", "paraphrases", "answer", "answers", "options", "label")
-
-
-def parse_vqa_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
-    """The json member of a VQA shard sample, checked; raises naming the field that is wrong."""
-    if "json" not in sample:
-        raise KeyError(f"{where}: no json member with 'questions'")
-    try:
-        meta = json.loads(sample["json"])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-    questions = meta.get("questions") if isinstance(meta, dict) else None
-    if not isinstance(questions, list) or not questions:
-        raise ValueError(f"{where}.json: 'questions' must be a non-empty list (write shards with `babeltower data synth vqa`)")
-    for i, question in enumerate(questions):
-        missing = [f for f in _QUESTION_FIELDS if f not in question]
-        if missing:
-            raise KeyError(f"{where}.json: questions[{i}] lacks {missing}")
-    return meta
-
-
-def decode_sample_image(sample: dict[str, Any], where: str):
-    image_key = next((k for k in IMAGE_KEYS if k in sample), None)
-    if image_key is None:
-        fields = sorted(k for k in sample if not k.startswith("__"))
-        raise KeyError(f"{where}: no image member ({'/'.join(IMAGE_KEYS)}); it has {fields}")
-    return decode_image(sample[image_key], where=f"{where}.{image_key}")
-
-
-def question_item(question: dict[str, Any], lang: str, text: str) -> dict[str, Any]:
-    """One (question, language) as the collate function and the evaluator expect it."""
-    return {
-        "question": text,
-        "lang": lang,
-        "answer": question["answer"][lang],
-        "answers": list(question["answers"][lang]),
-        "options": list(question["options"][lang]),
-        "label": int(question["label"][lang]),
-        "qtype": question["type"],
-        "form": question["form"],
-        "qid": question["qid"],
-        "answer_key": question["answer_key"],
-    }
+from babeltower.datasets.vqa_testsets import decode_sample_image, parse_vqa_meta, question_item
+from babeltower.modalities.image import ImageTransform
 
 
 class VQADecoder:
@@ -199,9 +156,10 @@ class VQADataModule(StreamLoaders, L.LightningDataModule):
         train_shards: Training shards (folder, brace pattern, list of specs to mix).
         val_shards: Validation shards (held-out colour-shape pairs); one ordered pass.
         tokenizer: Tokenizer folder; None uses the packaged default. Must be the text
-            encoder's (the system checks at fit start).
+            encoder's: ``babeltower fit`` sets it from the model section (and the system
+            checks at fit start).
         train_weights: Mixing weights, one per entry of ``train_shards``.
-        image_size: Image side in pixels.
+        image_size: Image side in pixels (``babeltower fit`` sets it to the vision tower's).
         batch_size: Training batch size per rank.
         val_batch_size: Validation batch size per rank (default ``batch_size``).
         num_workers: DataLoader workers per rank.

@@ -225,86 +225,53 @@ def write_asr_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------- model + shards
+# Test sets are read by the datasets layer (babeltower.datasets.speech.speech_eval_batches):
+# the same reading and checks as training, bad clips skipped and counted.
 
 
 def read_speech_shards(shards, *, sample_rate: int = 16000, max_seconds: float | None = 30.0):
-    """Yields ``(key, waveform, text, lang, meta)`` from webdataset speech shards, in order.
+    """Yields ``(key, waveform, text, lang, meta)`` per clip of a speech test set, in order.
 
-    Plain tar reading (no Lightning, no DataLoader), so the evaluator runs anywhere.
-    A sample without audio, transcript or language is an error naming the shard and key.
+    For scripts that feed another recognizer clip by clip (``benchmarks/bench_whisper.py``):
+    the clips of :func:`babeltower.datasets.speech.speech_eval_batches`, bad ones skipped
+    and logged.
 
     Args:
         shards: A folder of ``.tar`` shards, one shard, a glob, or a list of those.
         sample_rate: Rate to resample to.
-        max_seconds: Longer clips raise (None: no limit).
+        max_seconds: Longer clips are skipped (None: no limit).
     """
-    import glob
-    import json
-    import tarfile
+    from babeltower.datasets.speech import speech_eval_batches
 
-    from babeltower.modalities.audio import load_audio
-
-    specs = [shards] if isinstance(shards, (str, Path)) else list(shards)
-    paths: list[Path] = []
-    for spec in specs:
-        spec = Path(spec)
-        if spec.is_dir():
-            paths.extend(sorted(spec.glob("*.tar")))
-        elif spec.is_file():
-            paths.append(spec)
-        else:
-            paths.extend(Path(p) for p in sorted(glob.glob(str(spec))))
-    if not paths:
-        raise FileNotFoundError(f"no .tar shards found at {shards!r}; expected a folder of shards, a shard or a glob")
-    for path in paths:
-        samples: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.partition(".")
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-        for key, fields in samples.items():
-            where = f"{path}/{key}"
-            audio = next((fields[e] for e in ("flac", "wav", "ogg") if e in fields), None)
-            if audio is None:
-                raise KeyError(f"{where}: no flac/wav/ogg member; it has {sorted(fields)}")
-            meta = json.loads(fields["json"]) if "json" in fields else {}
-            text = fields["txt"].decode("utf-8").strip() if "txt" in fields else meta.get("text")
-            if not text or not meta.get("lang"):
-                raise KeyError(f"{where}: needs a transcript (txt or json 'text') and a json 'lang'")
-            wave = load_audio(audio, target_rate=sample_rate, where=where, min_peak=None, max_seconds=max_seconds)
-            yield key, wave, text, meta["lang"], meta
+    for batch in speech_eval_batches(shards, sample_rate=sample_rate, max_seconds=max_seconds, batch_size=1):
+        wave = batch["waveforms"][0, : int(batch["audio_lengths"][0])]
+        yield batch["key"][0], wave, batch["text"][0], batch["lang"][0], batch["meta"][0]
 
 
-def transcribe_shards(model, shards, *, beam_size: int = 1, batch_size: int = 16, progress: bool = True) -> list[dict]:
-    """Transcribes every clip of ``shards`` with an ``ASRModel``: ``[{"id", "ref", "hyp", "lang", "meta"}]``."""
-    import torch
+def transcribe_batches(model, batches: Iterable[dict], *, beam_size: int = 1, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Transcribes clip batches with an ``ASRModel``.
+
+    Args:
+        model: The recognizer (``transcribe(waveforms, lengths, beam_size=...)``).
+        batches: Dicts with ``waveforms`` (B, N), ``audio_lengths`` (B,), ``text``, ``lang``,
+            ``key``, ``meta`` and optionally ``bad_samples`` (as
+            :func:`babeltower.datasets.speech.speech_eval_batches` yields them).
+        beam_size: 1 greedy, > 1 CTC prefix beam search.
+        progress: Show a progress bar.
+
+    Returns:
+        ``([{"id", "ref", "hyp", "lang", "meta"}], bad_samples)``.
+    """
     from tqdm.auto import tqdm
 
-    rate = model.config.sample_rate
     utterances: list[dict] = []
-    batch: list[tuple] = []
-
-    def flush():
-        waves = [b[1] for b in batch]
-        lengths = torch.tensor([w.numel() for w in waves])
-        padded = torch.zeros(len(waves), int(lengths.max()))
-        for i, w in enumerate(waves):
-            padded[i, : w.numel()] = w
-        hyps = model.transcribe(padded, lengths, beam_size=beam_size)
-        for (key, _, text, lang, meta), hyp in zip(batch, hyps):
+    bad: list[dict] = []
+    for batch in tqdm(batches, desc="transcribe", unit="batch", disable=not progress):
+        bad.extend(batch.get("bad_samples") or [])
+        hyps = model.transcribe(batch["waveforms"], batch["audio_lengths"], beam_size=beam_size)
+        for key, text, lang, meta, hyp in zip(batch["key"], batch["text"], batch["lang"], batch["meta"], hyps):
             utterances.append({"id": key, "ref": text, "hyp": hyp, "lang": lang, "meta": meta})
-        batch.clear()
-
-    stream = read_speech_shards(shards, sample_rate=rate, max_seconds=model.config.max_seconds)
-    for item in tqdm(stream, desc="transcribe", unit="utt", disable=not progress):
-        batch.append(item)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
-    return utterances
+    return utterances, bad
 
 
 def load_asr_model(path: str | Path):
@@ -343,13 +310,19 @@ def evaluate_asr_shards(model_path, shards, out_dir=None, *, beam_size: int = 1,
 
     Returns:
         The :func:`evaluate_asr` report plus ``samples`` (id, lang, reference,
-        prediction, group).
+        prediction, group) and ``bad_samples`` (``count``, and each skipped clip's shard,
+        key and reason).
     """
     import json
 
+    from babeltower.datasets.speech import speech_eval_batches
+
     model = model if model is not None else load_asr_model(model_path)
-    utterances = transcribe_shards(model, shards, beam_size=beam_size, batch_size=batch_size)
+    batches = speech_eval_batches(shards, sample_rate=model.config.sample_rate, max_seconds=model.config.max_seconds,
+                                  batch_size=batch_size)
+    utterances, bad = transcribe_batches(model, batches, beam_size=beam_size)
     report = evaluate_asr(utterances)
+    report["bad_samples"] = {"count": len(bad), "samples": bad}
     report["samples"] = [
         {"id": u["id"], "lang": u["lang"], "reference": u["ref"], "prediction": u["hyp"],
          "group": u["meta"].get("group"), "source": u["meta"].get("source")}

@@ -1,4 +1,7 @@
-"""VQA metrics, scored as the references score them, plus a CVQA loader and the evaluator.
+"""VQA metrics, scored as the references score them, and the evaluator's prediction and scoring.
+
+Test sets are read by the datasets layer (:mod:`babeltower.datasets.vqa_testsets`:
+VQA shards and CVQA files); this module scores the items it returns.
 
 VQAv2 soft accuracy (:func:`vqa_soft_accuracy`) follows the official ``vqaEval.py``
 (GT-Vision-Lab/VQA, PythonEvaluationTools) step by step:
@@ -39,8 +42,6 @@ deterministically, and an unparseable answer is wrong, never a random pick.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections import defaultdict
@@ -181,152 +182,6 @@ def cross_lingual_consistency(groups: dict[Any, dict[str, Optional[str]]]) -> di
             "groups": len(pair_scores)}
 
 
-# ------------------------------------------------------------------ CVQA loader
-_CVQA_FIELDS = ("Question", "Translated Question", "Options", "Translated Options", "Label", "Category", "Subset")
-# CVQA's Subset is "('Language', 'Country')"; these map its language names to our codes.
-CVQA_LANGUAGE_CODES: dict[str, str] = {
-    "english": "en", "german": "de", "french": "fr", "spanish": "es", "russian": "ru", "arabic": "ar", "hindi": "hi",
-    "korean": "ko", "chinese": "zh", "japanese": "ja", "indonesian": "id", "portuguese": "pt", "bengali": "bn",
-    "marathi": "mr", "tamil": "ta", "telugu": "te", "urdu": "ur", "malay": "ms", "mongolian": "mn", "bulgarian": "bg",
-    "romanian": "ro", "amharic": "am", "igbo": "ig", "irish": "ga", "breton": "br", "norwegian": "no",
-    "filipino": "fil", "swahili": "sw", "sinhala": "si", "javanese": "jv", "sundanese": "su", "minangkabau": "min",
-    "oromo": "om", "egyptian arabic": "ar", "moroccan arabic": "ar", "hokkien": "nan", "yoruba": "yo",
-}
-
-
-def _parse_subset(subset: str, where: str) -> tuple[str, str]:
-    match = re.fullmatch(r"\(\s*['\"](.+?)['\"]\s*,\s*['\"](.+?)['\"]\s*\)", subset.strip())
-    if match:
-        return match.group(1), match.group(2)
-    if "-" in subset:
-        language, country = subset.split("-", 1)
-        return language.strip(), country.strip()
-    raise ValueError(f"{where}: Subset {subset!r} is not CVQA's \"('Language', 'Country')\" form")
-
-
-def _options_field(value: Any, where: str, field: str) -> list[str]:
-    if isinstance(value, str):  # an early CVQA release stored the list as its Python repr
-        import ast
-
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError) as exc:
-            raise ValueError(f"{where}: field {field!r} is a string that is not a list literal: {value[:60]!r}") from exc
-    if not isinstance(value, (list, tuple)) or len(value) < 2 or not all(isinstance(o, str) for o in value):
-        raise ValueError(f"{where}: field {field!r} must be a list of at least 2 option strings, got {value!r}")
-    return list(value)
-
-
-def load_cvqa(path: str | Path, image_root: str | Path | None = None) -> list[dict]:
-    """Reads CVQA's published format into evaluation items.
-
-    Accepts a ``.jsonl`` (one record a line), a ``.json`` (a list of records) or, with
-    pyarrow installed, a ``.parquet`` file of the Hugging Face release. Each record has
-    ``Question``, ``Translated Question`` (English), ``Options``, ``Translated Options``
-    (four strings each), ``Label`` (index of the right option), ``Category``, ``Subset``
-    (``"('Japanese', 'Japan')"``) and ``ID``; the image comes from ``image`` (bytes,
-    ``{"bytes": ...}`` or a path) or ``image_path`` (relative to ``image_root``, default
-    the file's folder).
-
-    Returns:
-        One item per record: ``id``, ``lang`` (code of the subset's language, or its
-        name lowercased when unknown), ``language``, ``country``, ``subset``,
-        ``category``, ``question``, ``question_en``, ``options``, ``options_en``,
-        ``label`` and ``image`` (encoded bytes).
-
-    Raises:
-        ValueError: A record misses a field or has a bad one (file, line and field named).
-        FileNotFoundError: The file or an image path does not exist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CVQA file {path} does not exist")
-    image_root = Path(image_root) if image_root is not None else path.parent
-    records = _read_records(path)
-    items = []
-    for index, record in enumerate(records):
-        where = f"{path}:{index + 1}"
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        missing = [f for f in _CVQA_FIELDS if f not in record]
-        if missing:
-            raise ValueError(f"{where}: missing CVQA field(s) {missing}; a record needs {list(_CVQA_FIELDS)}")
-        options = _options_field(record["Options"], where, "Options")
-        options_en = _options_field(record["Translated Options"], where, "Translated Options")
-        if len(options) != len(options_en):
-            raise ValueError(f"{where}: 'Options' has {len(options)} entries but 'Translated Options' {len(options_en)}")
-        label = record["Label"]
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(options):
-            raise ValueError(f"{where}: 'Label' must be an option index 0..{len(options) - 1}, got {label!r}")
-        language, country = _parse_subset(str(record["Subset"]), where)
-        items.append({
-            "id": str(record.get("ID", index)),
-            "lang": CVQA_LANGUAGE_CODES.get(language.lower(), language.lower()),
-            "language": language,
-            "country": country,
-            "subset": f"{language}-{country}",
-            "category": str(record["Category"]),
-            "question": str(record["Question"]),
-            "question_en": str(record["Translated Question"]),
-            "options": options,
-            "options_en": options_en,
-            "label": label,
-            "image": _record_image(record, image_root, where),
-        })
-    return items
-
-
-def _read_records(path: Path) -> list:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: invalid JSON: {exc}") from exc
-        return records
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of CVQA records, got {type(data).__name__}")
-        return data
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow (or convert it to .jsonl)") from exc
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"{path}: unknown CVQA file type {suffix!r}; use .jsonl, .json or .parquet")
-
-
-def _record_image(record: dict, image_root: Path, where: str) -> bytes:
-    image = record.get("image")
-    if isinstance(image, dict):
-        image = image.get("bytes") or image.get("path")
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, str) and image:
-        candidate = Path(image) if Path(image).is_absolute() else image_root / image
-        if candidate.is_file():
-            return candidate.read_bytes()
-        import base64
-        import binascii
-
-        try:
-            return base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            raise FileNotFoundError(f"{where}: image {candidate} does not exist") from None
-    path = record.get("image_path")
-    if isinstance(path, str) and path:
-        candidate = Path(path) if Path(path).is_absolute() else image_root / path
-        if not candidate.is_file():
-            raise FileNotFoundError(f"{where}: image_path {candidate} does not exist")
-        return candidate.read_bytes()
-    raise ValueError(f"{where}: no image: give 'image' (bytes, {{'bytes': ...}} or a path) or 'image_path'")
-
-
 # ------------------------------------------------------------------ aggregation
 
 
@@ -426,66 +281,7 @@ def plot_per_language(summary: dict, path: str | Path) -> Path:
     return path
 
 
-def sha256_files(paths: Iterable[str | Path]) -> str:
-    """One SHA-256 over the bytes of the given files, in sorted path order."""
-    digest = hashlib.sha256()
-    for p in sorted(str(p) for p in paths):
-        with open(p, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------ evaluator
-
-
-def _scene_decoder(image_size: int):
-    from babeltower.datasets.vqa import decode_sample_image, parse_vqa_meta
-    from babeltower.modalities.image import ImageTransform
-
-    transform = ImageTransform(image_size, train=False)
-
-    def decode(sample: dict) -> dict:
-        where = f"{sample.get('__url__', '?')}/{sample['__key__']}"
-        meta = parse_vqa_meta(sample, where)
-        image = decode_sample_image(sample, where)
-        return {"pixel_values": transform(image), "key": sample["__key__"], "meta": meta}
-
-    return decode
-
-
-def _as_list(items: list[dict]) -> dict:
-    return {"items": items}
-
-
-def iter_vqa_items(shards, image_size: int, languages: Optional[list[str]] = None,
-                   question_types: Optional[list[str]] = None) -> tuple[list[dict], list[dict]]:
-    """Every (scene, question, language) item of VQA shards, in shard order.
-
-    Returns:
-        (items, bad_samples): items carry ``pixel_values`` (shared per scene), ``key``,
-        ``group`` (scene key + question id, shared across languages) and the fields of
-        :func:`babeltower.datasets.vqa.question_item`; bad samples are the skipped
-        corrupt scenes ``{"shard", "key", "reason"}``.
-    """
-    from babeltower.datasets.pipeline import single_pass_stream
-    from babeltower.datasets.vqa import question_item
-
-    stream = single_pass_stream(shards, decode=_scene_decoder(image_size), collate=_as_list, batch_size=64, seed=0)
-    items, bad = [], []
-    for batch in stream:
-        bad.extend(batch["bad_samples"])
-        for scene in batch["items"]:
-            for question in scene["meta"]["questions"]:
-                if question_types and question["type"] not in question_types:
-                    continue
-                for lang in sorted(question["texts"]):
-                    if languages and lang not in languages:
-                        continue
-                    item = question_item(question, lang, question["texts"][lang])
-                    item.update(pixel_values=scene["pixel_values"], key=scene["key"], group=f"{scene['key']}|{question['qid']}")
-                    items.append(item)
-    return items, bad
 
 
 def _answer_key_tables(languages: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -498,6 +294,8 @@ def _answer_key_tables(languages: Iterable[str]) -> dict[str, dict[str, str]]:
 def predict_vqa(model, tokenizer, items: list[dict], *, modes: Sequence[str] = ("score", "classify"),
                 batch_size: int = 256, progress: bool = True) -> dict[str, list[dict]]:
     """Open-ended and multiple-choice predictions of ``model`` for every item, per answer mode.
+
+    ``items`` as :func:`babeltower.datasets.vqa_testsets.iter_vqa_items` returns them.
 
     Returns:
         ``{mode: [{"prediction": str|None, "choice": int|None}, ...]}`` aligned with ``items``.

@@ -116,9 +116,9 @@ def _value_range(mode: str, array: np.ndarray) -> tuple[float, float]:
 def check_image_size(pixel_values: torch.Tensor, expected: int, *, where: str = "batch") -> None:
     """Raises if images are not the size a model was built for.
 
-    A data module's ``image_size`` and a model's ``vision.image_size`` are two settings;
-    a mismatch otherwise shows up as a shape error deep in the patch embedding, or not
-    at all for a convolutional tower.
+    ``babeltower fit`` links a data module's ``image_size`` to the model's; a data module
+    built by hand can still differ, and a mismatch otherwise shows up as a shape error deep
+    in the patch embedding, or not at all for a convolutional tower.
 
     Args:
         pixel_values: (B, 3, H, W) or (3, H, W) tensor.

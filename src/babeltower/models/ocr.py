@@ -174,6 +174,84 @@ class EncoderBlock(nn.Module):
         return x + self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(self.ff_norm(x))))))
 
 
+#: Scripts whose letters have look-alikes in each other (Latin a/Cyrillic а/Greek α, p/р/ρ, ...).
+CONFUSABLE_SCRIPTS: tuple[str, ...] = ("LATIN", "CYRILLIC", "GREEK")
+
+
+def _letter_script(ch: str) -> str | None:
+    """"LATIN", "CYRILLIC" or "GREEK" for a letter of those scripts, else None."""
+    import unicodedata
+
+    if not ch.isalpha():
+        return None
+    script = unicodedata.name(ch, "").split(" ")[0]
+    return script if script in CONFUSABLE_SCRIPTS else None
+
+
+def script_consistent_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None, blank: int,
+                             charset: str) -> list[list[int]]:
+    """Best-path CTC decoding where each word is written in one script of look-alikes.
+
+    Latin, Cyrillic and Greek share letter shapes (a/а/α, o/о/ο, p/р/ρ, and in italics
+    u/и, n/п, m/т), so a line recogniser reading "право" may emit "nраво". Words do not mix
+    these scripts in any of the suite's languages, so after the greedy path (argmax per
+    frame, repeats collapsed, blanks dropped) every word (characters between spaces) that
+    holds letters of two or more of them is rewritten in its majority script: each minority
+    letter becomes the most probable letter of the majority script over the frames that
+    emitted it. Ties and single-script words are left as they are; other scripts, digits and
+    punctuation are never touched. A word-level version of the script-consistency rule used
+    against homoglyph spoofing (Unicode TR #39, "mixed-script confusables").
+
+    Args:
+        log_probs: (B, T, V+1) log-probabilities (``charset`` then blank, or blank anywhere).
+        lengths: (B,) valid frames, or None for all.
+        blank: the blank index.
+        charset: the recogniser's characters, index i = class i.
+
+    Returns:
+        One id list per line, in the model's (visual) order.
+    """
+    scripts = [_letter_script(ch) for ch in charset]
+    by_script = {name: torch.tensor([i for i, s in enumerate(scripts) if s == name], dtype=torch.long)
+                 for name in CONFUSABLE_SCRIPTS}
+    best = log_probs.argmax(dim=-1).cpu()  # (B, T)
+    scores = log_probs.detach().float().cpu()
+    lengths_list = [best.shape[1]] * best.shape[0] if lengths is None else lengths.tolist()
+    out = []
+    for b, length in enumerate(lengths_list):
+        emitted: list[tuple[int, list[int]]] = []  # (class id, frames that emitted it)
+        previous = None
+        for t, token in enumerate(best[b, :length].tolist()):
+            if token != blank and token == previous:
+                emitted[-1][1].append(t)
+            elif token != blank:
+                emitted.append((token, [t]))
+            previous = token
+        ids = [token for token, _ in emitted]
+        start = 0
+        for end in range(len(emitted) + 1):
+            if end < len(emitted) and not (emitted[end][0] < len(charset) and charset[emitted[end][0]].isspace()):
+                continue
+            word = range(start, end)
+            counts: dict[str, int] = {}
+            for i in word:
+                script = scripts[ids[i]] if ids[i] < len(charset) else None
+                if script:
+                    counts[script] = counts.get(script, 0) + 1
+            if len(counts) > 1:
+                ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+                if ranked[0][1] > ranked[1][1] and len(by_script[ranked[0][0]]):
+                    majority, allowed = ranked[0][0], by_script[ranked[0][0]]
+                    for i in word:
+                        script = scripts[ids[i]] if ids[i] < len(charset) else None
+                        if script and script != majority:
+                            frames = scores[b, emitted[i][1]][:, allowed]  # (frames, |allowed|)
+                            ids[i] = int(allowed[frames.max(dim=0).values.argmax()])
+            start = end + 1
+        out.append(ids)
+    return out
+
+
 class OCRModel(nn.Module):
     """Line image -> CTC log-probabilities over ``config.charset`` + blank.
 
@@ -232,10 +310,18 @@ class OCRModel(nn.Module):
         return to_logical("".join(self.config.charset[i] for i in ids if i < len(self.config.charset)))
 
     @torch.no_grad()
-    def recognize(self, images: torch.Tensor, widths: torch.Tensor) -> list[str]:
-        """Greedy CTC transcripts (logical order) of a padded batch of line tensors."""
+    def recognize(self, images: torch.Tensor, widths: torch.Tensor, script_consistency: bool = True) -> list[str]:
+        """Greedy CTC transcripts (logical order) of a padded batch of line tensors.
+
+        With ``script_consistency`` each word keeps one of the scripts that share look-alike
+        letters (Latin, Cyrillic, Greek): see :func:`script_consistent_decode`.
+        """
         log_probs, lengths = self(images, widths)
-        return [self.decode_ids(ids) for ids in greedy_decode(log_probs, lengths, blank=self.blank_id)]
+        if script_consistency:
+            paths = script_consistent_decode(log_probs, lengths, self.blank_id, self.config.charset)
+        else:
+            paths = greedy_decode(log_probs, lengths, blank=self.blank_id)
+        return [self.decode_ids(ids) for ids in paths]
 
     @torch.no_grad()
     def read(self, lines: Sequence, batch_size: int = 32) -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from babeltower.models.attention import ATTENTION_BACKENDS, attention, check_backend
+from babeltower.models.attention import ATTENTION_BACKENDS, attention
 from babeltower.models.text_encoder import masked_mean
 
 __all__ = [
@@ -192,11 +192,15 @@ class BabelTowerAttnProcessor:
 def set_attention_backend(unet, backend: str) -> None:
     """Routes every attention layer of ``unet`` through babeltower's ``attention(backend=...)``.
 
+    The device is checked where it is known, at the first call (``attention()`` probes
+    xformers on the tensors' device): models are built on the CPU and moved later, so
+    ``backend="xformers"`` must be accepted here for a UNet that will run on CUDA.
+
     Raises:
-        RuntimeError: ``backend="xformers"`` where xformers kernels cannot run (probed).
+        ValueError: an unknown backend.
     """
-    if backend == "xformers":
-        check_backend("xformers", next(unet.parameters()).device.type)
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attn_backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
     unet.set_attn_processor(BabelTowerAttnProcessor(backend))
 
 

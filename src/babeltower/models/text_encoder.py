@@ -356,7 +356,7 @@ class TextEncoder(nn.Module):
             if load_pretrained_weights:
                 self.backbone = AutoModel.from_pretrained(
                     config.pretrained, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
-                )
+                ).train()  # transformers returns eval mode; a module is built in train mode (frozen: see train())
             else:
                 self.backbone = AutoModel.from_config(
                     backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)

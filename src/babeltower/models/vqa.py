@@ -63,6 +63,19 @@ class VQAConfig:
     """Classification vocabulary: ``[lang, answer]`` pairs (``VQASystem`` fills in every
     canonical answer of the synthetic scenes when it is not given). Empty: no classifier,
     scoring only."""
+    answer_groups: list[str] = field(default_factory=list)
+    """Optional meaning of each vocabulary answer (same length as ``answers``), e.g. the
+    value key ``"red"`` for ``[en, red]``, ``[fr, rouge]`` and ``[ja, 赤]``. Answers of one
+    group share one classifier row, so every language's questions train the same classes
+    and answers agree across languages. Empty: one class per ``[lang, answer]`` pair."""
+    global_image_token: bool = False
+    """Also feed the vision tower's pooled embedding (its CLS output, what the contrastive
+    head trains) as one extra fusion token beside the patch tokens."""
+    match_token: bool = False
+    """Also feed a multiplicative image-question token, ``W_o((W_i v) * (W_q q))`` of the pooled
+    image embedding ``v`` and the pooled question state ``q`` (low-rank bilinear pooling,
+    Kim et al. 2017, "Hadamard Product for Low-rank Bilinear Pooling"): a direct path for
+    yes/no questions, which must compare a value named in the question with the picture."""
     answer_mode: str = "score"
     """How :meth:`VQAModel.answer` picks an answer: "score" (candidate texts through the
     shared encoder) or "classify" (the vocabulary classifier)."""
@@ -92,6 +105,11 @@ class VQAConfig:
                 raise ValueError(f"VQAConfig.answers[{i}] must be a [lang, answer] pair of non-empty strings, got {pair!r}")
         if len({tuple(p) for p in self.answers}) != len(self.answers):
             raise ValueError("VQAConfig.answers has duplicate [lang, answer] pairs")
+        self.answer_groups = [str(g) for g in self.answer_groups]
+        if self.answer_groups and len(self.answer_groups) != len(self.answers):
+            raise ValueError(
+                f"VQAConfig.answer_groups must name one group per answer ({len(self.answers)}), got {len(self.answer_groups)}"
+            )
 
     def to_dict(self) -> dict:
         fields = asdict(self)
@@ -146,7 +164,20 @@ class VQAModel(nn.Module):
             for _ in range(config.fusion_layers)
         )
         self.norm = nn.LayerNorm(d)
-        self.classifier = nn.Linear(d, len(config.answers)) if config.answers else None
+        if config.answer_groups:
+            groups = sorted(set(config.answer_groups))
+            index = torch.tensor([groups.index(g) for g in config.answer_groups])
+        else:
+            groups, index = config.answers, torch.arange(len(config.answers))
+        self.register_buffer("_answer_rows", index, persistent=False)  # (A,) classifier row of each answer
+        self.classifier = nn.Linear(d, len(groups)) if config.answers else None
+        self.global_proj = nn.Linear(config.vision.output_dim, d) if config.global_image_token else None
+        if config.match_token:
+            self.match_image = nn.Linear(config.vision.output_dim, 4 * d)
+            self.match_question = nn.Linear(text_width, 4 * d)
+            self.match_out = nn.Linear(4 * d, d)
+        else:
+            self.match_image = self.match_question = self.match_out = None
         self.query_proj = nn.Linear(d, d)
         self.answer_proj = nn.Linear(text_width, d)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
@@ -167,11 +198,17 @@ class VQAModel(nn.Module):
         ``pixel_values`` is (B, 3, H, W), or (B_img, 3, H, W) with ``image_index`` (B,)
         naming each question's image, so several questions share one image encoding.
         """
-        _, patches = self.vision.vit(pixel_values)  # (B_img, N, Cv)
+        pooled, patches = self.vision.vit(pixel_values)  # (B_img, Co), (B_img, N, Cv)
         if image_index is not None:
-            patches = patches[image_index]  # (B, N, Cv)
-        states = self.text(input_ids, attention_mask).last_hidden_state  # (B, T, Ct)
+            pooled, patches = pooled[image_index], patches[image_index]  # (B, Co), (B, N, Cv)
+        text_out = self.text(input_ids, attention_mask)
+        states = text_out.last_hidden_state  # (B, T, Ct)
         image = self.image_proj(patches) + self.type_embedding[0]  # (B, N, D)
+        if self.match_out is not None:
+            match = self.match_out(torch.tanh(self.match_image(pooled)) * torch.tanh(self.match_question(text_out.pooled)))
+            image = torch.cat([match[:, None] + self.type_embedding[0], image], dim=1)  # (B, 1+N, D)
+        if self.global_proj is not None:
+            image = torch.cat([self.global_proj(pooled)[:, None] + self.type_embedding[0], image], dim=1)  # (B, 1+N, D)
         question = self.question_proj(states) + self.type_embedding[1]  # (B, T, D)
         b = image.shape[0]
         x = torch.cat([self.answer_token.expand(b, -1, -1), image, question], dim=1)  # (B, 1+N+T, D)
@@ -196,10 +233,10 @@ class VQAModel(nn.Module):
         return scale * torch.einsum("bd,bkd->bk", query, answer_embeds)
 
     def classify(self, fused: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, A) logits over ``config.answers``."""
+        """(B, D) -> (B, A) logits over ``config.answers`` (answers of one group share a row)."""
         if self.classifier is None:
             raise RuntimeError("this VQA model has no classifier (VQAConfig.answers is empty); use answer_mode='score'")
-        return self.classifier(fused)
+        return self.classifier(fused)[:, self._answer_rows]
 
     def forward(self, pixel_values, input_ids, attention_mask, image_index=None):
         """Returns the fused (B, D) vector; see :meth:`classify` and :meth:`score`."""

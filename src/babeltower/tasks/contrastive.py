@@ -65,11 +65,11 @@ def add_eval_arguments(parser) -> None:
 def eval_batches(shards, image_size: int, tokenizer, batch_size: int, num_workers: int = 0, seed: int = 0):
     """One ordered pass over image-text shards as batches, through the datasets layer."""
     from babeltower.datasets.datamodule import ImageTextCollator, ImageTextDecoder
-    from babeltower.datasets.pipeline import EpochLoader, single_pass_stream
+    from babeltower.datasets.pipeline import EpochLoader, eval_stream
 
-    stream = single_pass_stream(
-        shards, decode=ImageTextDecoder(image_size, train=False), collate=ImageTextCollator(tokenizer, 64),
-        batch_size=batch_size, seed=seed,
+    stream = eval_stream(
+        shards, decode=ImageTextDecoder(image_size, train=False, seed=seed), collate=ImageTextCollator(tokenizer, 64),
+        batch_size=batch_size,
     )
     workers = min(num_workers, len(stream.shards))
     return EpochLoader(stream, num_workers=workers) if workers else stream
@@ -138,7 +138,7 @@ def _run(ctx, init_from: Optional[str], name: str) -> dict:
         print(f"[contrastive] reusing scenes in {data}")
     extra = []
     if init_from:
-        extra += ["--model.init_args.init_from", str(init_from), "--data.init_args.tokenizer", str(Path(init_from) / "tokenizer")]
+        extra += ["--model.init_args.init_from", str(init_from)]  # the data's tokenizer follows (linked)
     config = ctx.option(NAME, "config", DEMO_CONFIG)
     print(f"[contrastive] training {name} ({config}{', text encoder from ' + str(init_from) if init_from else ''})")
     return ctx.fit_evaluate_export("contrastive", config, run_dir, data, evaluate, export, extra)

@@ -6,7 +6,6 @@ agreement per language.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -52,16 +51,15 @@ def synth(args) -> dict:
 
 
 def read_pairs(shards) -> list[dict]:
-    """All (src, tgt, lang) pairs of parallel-text shards, in order."""
-    from babeltower.datasets.pipeline import expand_shards, read_tar
+    """All (src, tgt, lang, source) pairs of parallel-text shards, in order.
 
-    pairs = []
-    for url in expand_shards(shards):
-        for sample in read_tar(url):
-            if "json" in sample:
-                meta = json.loads(sample["json"])
-                if all(meta.get(k) for k in ("src", "tgt", "lang")):
-                    pairs.append(meta)
+    Read and checked by the datasets layer as training pairs are (a sample without a
+    non-empty src, tgt and lang is skipped and logged, naming its shard and key).
+    """
+    from babeltower.datasets.bitext import ParallelTextDecoder
+    from babeltower.datasets.pipeline import eval_samples
+
+    pairs = list(eval_samples(shards, ParallelTextDecoder()))
     if not pairs:
         raise ValueError(f"no parallel pairs (json with src, tgt, lang) in {shards}")
     return pairs

@@ -10,6 +10,7 @@ results are gathered into one suite (``runs/demo/eval/results.json``, ``report.m
 from __future__ import annotations
 
 import inspect
+import json
 import time
 
 import yaml
@@ -24,6 +25,17 @@ def _order(name: str) -> tuple[int, str]:
     heads = list(TASKS)
     first = next((i for i, head in enumerate(heads) if name.startswith(head)), len(heads))
     return first, name
+
+
+def stage_profile(minutes_per_head: dict[str, float], stages: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Seconds per head: total, the timed stages (train, evaluate, export), and ``other``
+    (data synthesis, imports, pictures: the rest of the head's time)."""
+    profile = {}
+    for head, minutes in minutes_per_head.items():
+        total = minutes * 60
+        timed = {name: round(sec, 1) for name, sec in stages.get(head, {}).items()}
+        profile[head] = {"total": round(total, 1), **timed, "other": round(max(0.0, total - sum(timed.values())), 1)}
+    return profile
 
 
 def run_main_job(ctx: DemoContext, heads: list[str]) -> dict:
@@ -57,7 +69,12 @@ def run_main_job(ctx: DemoContext, heads: list[str]) -> dict:
     if entries:
         (ctx.workdir / "eval" / "suite.yaml").write_text(yaml.safe_dump({"seed": 0, "tasks": entries}, sort_keys=False))
     minutes = (time.time() - started) / 60
+    profile = stage_profile(timings, ctx.timings)
+    if suite["tasks"]:
+        (ctx.workdir / "eval" / "timings.json").write_text(json.dumps(profile, indent=2) + "\n")
     print(f"\nmain job done in {minutes:.1f} min (" + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + ")")
+    print("seconds per head: " + "; ".join(
+        f"{head} " + ", ".join(f"{stage} {sec:.0f}" for stage, sec in stages.items()) for head, stages in profile.items()))
     for name, output in ctx.outputs.items():
         if not isinstance(output, dict):
             continue

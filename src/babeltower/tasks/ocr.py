@@ -61,10 +61,10 @@ def recognise_shards(model, data: str, *, batch_size: int = 32, languages: Optio
     from tqdm.auto import tqdm
 
     from babeltower.datasets.ocr import LineDecoder, collate_lines
-    from babeltower.datasets.pipeline import single_pass_stream
+    from babeltower.datasets.pipeline import eval_stream
 
-    stream = single_pass_stream(data, decode=LineDecoder(model.config.image_height, model.config.max_width),
-                                collate=collate_lines, batch_size=batch_size, seed=0)
+    stream = eval_stream(data, decode=LineDecoder(model.config.image_height, model.config.max_width),
+                         collate=collate_lines, batch_size=batch_size)
     keep = set(languages) if languages else None
     lines, bad = [], 0
     device = next(model.parameters()).device
@@ -100,7 +100,7 @@ def evaluate(model: str, *, data: Optional[str], out: Optional[str], seed: int =
     result = task_result(
         EVAL_NAME, metrics=report["metrics"], per_language=report["per_language"], groups=report["groups"],
         primary="cer", higher_is_better=False, samples=samples, data=data_fingerprint(data),
-        options={"batch_size": batch_size, "decoding": "greedy CTC"}, markdown=report["markdown"],
+        options={"batch_size": batch_size, "decoding": "greedy CTC, one look-alike script per word"}, markdown=report["markdown"],
     )
     result["paths"] = paths
     return result

@@ -214,11 +214,11 @@ def demo(ctx) -> dict:
             "(run `babeltower demo all`, or `demo contrastive` and pass --t2i-text-from RUN/hub)"
         )
     run_dir = ctx.run_dir("t2i")
-    extra = ["--model.init_args.init_from", str(text_from), "--data.init_args.tokenizer", str(text_from / "tokenizer")]
+    extra = ["--model.init_args.init_from", str(text_from)]  # the data's tokenizer follows (linked)
     config = ctx.option(NAME, "config", DEMO_CONFIG)
     print(f"[t2i] training the text-to-image UNet ({config}, text encoder from {text_from})")
     options = {"clip": str(text_from), "judge": str(ctx.workdir / "t2i_judge"),
-               "num_scenes": ctx.option(NAME, "eval_scenes", 20), "steps": 20}
+               "num_scenes": ctx.option(NAME, "eval_scenes", 10), "steps": 20}
     result = ctx.fit_evaluate_export("t2i", config, run_dir, data, evaluate, export, extra, eval_options=options)
     result["paths"]["one_prompt_grid"] = one_prompt_grid(result["hub"], run_dir / "eval" / "one_prompt.png")
     return result

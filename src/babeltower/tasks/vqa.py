@@ -86,8 +86,9 @@ def evaluate(model: str, *, data: Optional[str], out: Optional[str], seed: int =
         raise ValueError("vqa evaluation needs --data SHARDS (e.g. runs/demo/data/vqa/val) or --cvqa FILE")
     if isinstance(question_types, str):
         question_types = [t.strip() for t in question_types.split(",") if t.strip()]
+    from babeltower.datasets.vqa_testsets import iter_vqa_items
     from babeltower.eval.harness import data_fingerprint, prompt_hash, task_result
-    from babeltower.eval.vqa import iter_vqa_items, markdown_report, predict_vqa, score_vqa
+    from babeltower.eval.vqa import markdown_report, predict_vqa, score_vqa
 
     items, bad = iter_vqa_items(data, vqa_model.config.vision.image_size, languages, question_types)
     if not items:
@@ -135,8 +136,8 @@ def _evaluate_cvqa(model, tokenizer, path: str, out: Optional[str], languages: O
     """CVQA protocol: local-language and English prompts, option scoring, per subset and category."""
     import torch
 
+    from babeltower.datasets.vqa_testsets import load_cvqa
     from babeltower.eval.harness import data_fingerprint, prompt_hash, task_result
-    from babeltower.eval.vqa import load_cvqa
     from babeltower.modalities.image import ImageTransform, decode_image
     from babeltower.modalities.text import tokenize
 
@@ -276,7 +277,15 @@ def demo(ctx) -> dict:
     extra = []
     hub = (ctx.outputs.get("contrastive_distilled") or ctx.outputs.get("contrastive") or {}).get("hub")
     if hub and (Path(hub) / "vision_model").is_dir():
-        extra += ["--model.init_args.init_from", str(hub), "--data.init_args.tokenizer", str(Path(hub) / "tokenizer")]
+        extra += ["--model.init_args.init_from", str(hub)]  # the data's tokenizer and image size follow (linked)
+    e5 = None
+    if ctx.option(NAME, "e5", True):
+        with ctx.stage(NAME, "e5 import"):
+            e5 = ctx.e5_folder()
+    if e5 is not None:  # questions and answers through the real multilingual encoder, frozen and cached
+        extra += ["--model.init_args.text.pretrained", str(e5), "--model.init_args.text.trainable_layers", "0",
+                  "--model.init_args.text.cache_size", "50000"]
     config = ctx.option(NAME, "config", DEMO_CONFIG)
-    print(f"[vqa] training ({config}" + (f", towers from {hub})" if hub else ", from scratch)"))
+    towers = (f"vision from {hub}" if hub else "vision from scratch") + (f", text: {e5} (frozen)" if e5 else "")
+    print(f"[vqa] training ({config}, {towers})")
     return ctx.fit_evaluate_export("vqa", config, run_dir, data, evaluate, export, extra)

@@ -19,7 +19,7 @@ model. CTC uses ``zero_infinity``: a transcript with more tokens than output fra
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -162,14 +162,29 @@ class ASRSystem(L.LightningModule):
             features = self.spec_augment(features, frame_lengths)
         return self.model(features, frame_lengths)
 
+    @staticmethod
+    def linked_data_args(init_args: dict) -> dict[str, tuple[str, Any]]:
+        """DataModule init args these init args fix: ``{data field: (model field, value)}``.
+
+        ``babeltower fit`` links them (:mod:`babeltower.train.launch`): transcripts are cut
+        into the recognizer's CTC units (its tokenizer, its first ``vocab_size`` tokens).
+        """
+        asr = init_args.get("asr") or {}
+        return {
+            "tokenizer": ("asr.tokenizer", asr.get("tokenizer", ASRConfig.tokenizer)),
+            "vocab_size": ("asr.vocab_size", asr.get("vocab_size", ASRConfig.vocab_size)),
+        }
+
     def on_fit_start(self):
+        # babeltower fit links the data's tokenizer and vocab_size to the model's; a
+        # DataModule built by hand can still differ
         data_tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
         if data_tokenizer is not None and data_tokenizer.get_vocab() != self.model.tokenizer.get_vocab():
             raise ValueError(
                 f"the data's tokenizer ({len(data_tokenizer)} tokens) is not the ASR model's "
                 f"({len(self.model.tokenizer)} tokens, from {self.model.config.tokenizer or 'the packaged default'}): "
-                "set data.init_args.tokenizer to model.init_args.asr.tokenizer and data.init_args.vocab_size "
-                "to model.init_args.asr.vocab_size"
+                "build the SpeechDataModule with tokenizer=model.init_args.asr.tokenizer and "
+                "vocab_size=model.init_args.asr.vocab_size (babeltower fit links them)"
             )
 
     def _align_loss(self, states, out_lengths, texts: list[str]) -> torch.Tensor:

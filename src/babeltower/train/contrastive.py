@@ -10,7 +10,7 @@ gather_with_grad=True``), which is exact and memory-light.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -63,17 +63,46 @@ def check_data_tokenizer(trainer, text_encoder) -> None:
         raise ValueError(
             f"the data's tokenizer ({len(data_tokenizer)} tokens) is not the text encoder's "
             f"({len(model_tokenizer)} tokens, from {text_encoder.config.tokenizer or 'the packaged default'}): "
-            "set data.init_args.tokenizer to the model's tokenizer folder"
+            "build the DataModule with the model's tokenizer folder (babeltower fit links data.init_args.tokenizer "
+            "to the model's)"
         )
+
+
+def text_encoder_folder(init_from: str) -> str:
+    """The text-encoder folder of ``init_from``: its ``text_encoder/`` (a hub) or itself."""
+    from pathlib import Path
+
+    folder = Path(init_from)
+    return str(folder / "text_encoder") if (folder / "text_encoder").is_dir() else str(folder)
+
+
+def linked_tokenizer(init_args: dict, text: str = "text", init_from: Optional[str] = "init_from") -> tuple[str, Any]:
+    """``(model field, tokenizer)`` of the text encoder that a system's init args build.
+
+    For ``linked_data_args``: the tokenizer :func:`~babeltower.models.text_encoder.resolve_tokenizer`
+    loads — the ``init_from`` folder's, else ``text.tokenizer``, else ``text.pretrained``'s,
+    else None (the packaged default).
+
+    Args:
+        init_args: the system's init args (a dict; config dataclasses as dicts).
+        text: the key of its TextEncoderConfig.
+        init_from: the key of its "start the text encoder from this folder" argument, if any.
+    """
+    if init_from and init_args.get(init_from):
+        return init_from, text_encoder_folder(init_args[init_from])
+    config = init_args.get(text) or {}
+    if config.get("tokenizer"):
+        return f"{text}.tokenizer", config["tokenizer"]
+    if config.get("pretrained"):
+        return f"{text}.pretrained", config["pretrained"]
+    return f"{text}.tokenizer", None
 
 
 def text_config_from(init_from: str, text: TextEncoderConfig) -> TextEncoderConfig:
     """The text-encoder config of a saved (e.g. distilled) encoder, keeping run-time fields of ``text``."""
     from pathlib import Path
 
-    folder = Path(init_from)
-    if (folder / "text_encoder").is_dir():
-        folder = folder / "text_encoder"
+    folder = Path(text_encoder_folder(init_from))
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"init_from={init_from!r}: expected a babeltower hub folder with text_encoder/ or a text encoder "
@@ -143,6 +172,19 @@ class ContrastiveSystem(L.LightningModule):
         if freeze_text:
             self.model.text.backbone.requires_grad_(False)
 
+    @staticmethod
+    def linked_data_args(init_args: dict) -> dict[str, tuple[str, Any]]:
+        """DataModule init args these init args fix: ``{data field: (model field, value)}``.
+
+        ``babeltower fit`` links them (:mod:`babeltower.train.launch`): the data tokenizes
+        with the text encoder's tokenizer and resizes images to the vision tower's side.
+        """
+        vision = init_args.get("vision") or {}
+        return {
+            "tokenizer": linked_tokenizer(init_args),
+            "image_size": ("vision.image_size", vision.get("image_size", VisionConfig.image_size)),
+        }
+
     def forward(self, pixel_values, input_ids, attention_mask):
         return self.model(pixel_values, input_ids, attention_mask)
 
@@ -150,8 +192,9 @@ class ContrastiveSystem(L.LightningModule):
         check_data_tokenizer(self.trainer, self.model.text)
 
     def _shared_step(self, batch):
-        # data.image_size and model.vision.image_size are two settings: a mismatch is named here,
-        # not left to a shape error inside the patch embedding
+        # babeltower fit links data.init_args.image_size to the tower's; a DataModule built by
+        # hand can still differ, and is named here rather than left to a shape error inside
+        # the patch embedding
         check_image_size(batch["pixel_values"], self.model.config.vision.image_size, where="data.init_args.image_size")
         image_features, text_features, scale = self(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         loss = clip_loss(image_features, text_features, scale)

@@ -25,7 +25,7 @@ import json
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from babeltower.models.teacher import Teacher, TeacherConfig, build_teacher
 from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig
+from babeltower.train.contrastive import linked_tokenizer
 from babeltower.train.optim import adamw_with_cosine, param_groups
 
 LOSSES = ("mse", "cosine")
@@ -113,6 +114,15 @@ class DistillationSystem(L.LightningModule):
             self.token_projection = nn.Linear(self.student.backbone.config.hidden_size, built.token_dim)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._student_tokenizer = None
+
+    @staticmethod
+    def linked_data_args(init_args: dict) -> dict[str, tuple[str, Any]]:
+        """DataModule init args these init args fix: ``{data field: (model field, value)}``.
+
+        ``babeltower fit`` links them (:mod:`babeltower.train.launch`): the parallel text
+        is tokenized with the student's tokenizer.
+        """
+        return {"student_tokenizer": linked_tokenizer(init_args, text="student", init_from=None)}
 
     # ------------------------------------------------------------------ teacher
     def teacher_model(self) -> Teacher:

@@ -12,7 +12,7 @@ accuracy on greedy transcripts in logical order.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -64,7 +64,18 @@ class OCRSystem(L.LightningModule):
         """Images (B, 1, H, W) + widths (B,) -> (log_probs (B, T, V+1), out_lengths (B,))."""
         return self.model(images, widths)
 
+    @staticmethod
+    def linked_data_args(init_args: dict) -> dict[str, tuple[str, Any]]:
+        """DataModule init args these init args fix: ``{data field: (model field, value)}``.
+
+        ``babeltower fit`` links them (:mod:`babeltower.train.launch`): lines are scaled to
+        the recognizer's height and cut at its widest line.
+        """
+        ocr = init_args.get("ocr") or {}
+        return {field: (f"ocr.{field}", ocr.get(field, getattr(OCRConfig, field))) for field in ("image_height", "max_width")}
+
     def on_fit_start(self):
+        # babeltower fit links these; a DataModule built by hand can still differ
         data = getattr(self.trainer, "datamodule", None)
         config = self.model.config
         for field in ("image_height", "max_width"):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from babeltower.models.t2i import UNetConfig, build_unet, encode_prompt_states, unet_kwargs
 from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig, resolve_tokenizer
-from babeltower.train.contrastive import check_data_tokenizer, text_config_from
+from babeltower.train.contrastive import check_data_tokenizer, linked_tokenizer, text_config_from
 from babeltower.train.optim import adamw_with_cosine
 
 #: Which UNet parameters each ``trainable`` setting trains (name substrings).
@@ -223,6 +223,20 @@ class Text2ImageSystem(L.LightningModule):
             return
         for name, p in self.unet.named_parameters():
             p.requires_grad_(any(s in name for s in patterns))
+
+    @staticmethod
+    def linked_data_args(init_args: dict) -> dict[str, tuple[str, Any]]:
+        """DataModule init args these init args fix: ``{data field: (model field, value)}``.
+
+        ``babeltower fit`` links them (:mod:`babeltower.train.launch`): the text encoder's
+        tokenizer and, in pixel space, the image side (the UNet's ``sample_size``). With a
+        ``vae`` the image side is the latent side times the VAE's downscale: set it in the data.
+        """
+        links = {"tokenizer": linked_tokenizer(init_args)}
+        if not init_args.get("vae"):
+            unet = init_args.get("unet") or {}
+            links["image_size"] = ("unet.sample_size", unet.get("sample_size", UNetConfig.sample_size))
+        return links
 
     def on_fit_start(self):
         check_data_tokenizer(self.trainer, self.text_encoder)

@@ -45,13 +45,15 @@ def configs_from_hub(init_from: str, vision: VisionConfig, text: TextEncoderConf
     saved = json.loads(vision_config.read_text())
     vision = replace(VisionConfig(**saved), attn_backend=vision.attn_backend,
                      gradient_checkpointing=vision.gradient_checkpointing)
+    if text.pretrained:  # an explicitly chosen pretrained encoder (e.g. the imported e5) stays
+        return vision, text
     text = TextEncoderConfig(pretrained=str(text_folder), tokenizer=str(text_folder), pooling=text.pooling,
                              attn_backend=text.attn_backend, gradient_checkpointing=text.gradient_checkpointing)
     return vision, text
 
 
-def load_towers_from_hub(model: VQAModel, init_from: str) -> None:
-    """Copies the hub's vision tower (strict) and text encoder backbone (strict) into ``model``."""
+def load_towers_from_hub(model: VQAModel, init_from: str, text: bool = True) -> None:
+    """Copies the hub's vision tower (strict) and, with ``text``, its text encoder backbone (strict) into ``model``."""
     from safetensors.torch import load_file
 
     from babeltower.models.hub import load_text_encoder_weights, strict_load
@@ -60,7 +62,8 @@ def load_towers_from_hub(model: VQAModel, init_from: str) -> None:
     if not vision_file.is_file():
         raise FileNotFoundError(f"init_from={init_from!r}: {vision_file} is missing")
     strict_load(model.vision.vit, load_file(str(vision_file)), str(vision_file))
-    load_text_encoder_weights(model.text, init_from)
+    if text:
+        load_text_encoder_weights(model.text, init_from)
 
 
 class VQASystem(L.LightningModule):
@@ -75,9 +78,18 @@ class VQASystem(L.LightningModule):
         dropout: Fusion dropout.
         answers: Answer vocabulary ``[[lang, text], ...]``; None: the synthetic scenes'
             answers in every language.
+        answer_groups: The meaning of each answer (one string per answer; answers of one
+            group share a classifier row across languages); None with ``answers`` None:
+            the scenes' value keys; None with ``answers`` given: one class per answer.
+        global_image_token: Feed the vision tower's pooled embedding to the fusion as
+            one extra token (what a contrastive ``init_from`` has trained most).
+        match_token: Feed a multiplicative image x question token (low-rank bilinear
+            pooling) to the fusion: the path yes/no questions need.
         answer_mode: Which head :meth:`VQAModel.answer` uses by default ("score"/"classify").
         attn_backend: Fusion attention kernel.
-        init_from: Contrastive hub folder to start vision tower and text encoder from.
+        init_from: Contrastive hub folder to start the vision tower from, and the text
+            encoder too unless ``text.pretrained`` names one (e.g. the imported e5,
+            frozen with ``text.trainable_layers: 0`` and its question cache).
         score_weight: Weight of the candidate-scoring loss.
         classify_weight: Weight of the classification loss (0 disables it).
         freeze_vision_steps: Keep the vision tower frozen for this many steps (lets the
@@ -97,6 +109,9 @@ class VQASystem(L.LightningModule):
         fusion_heads: int = 4,
         dropout: float = 0.0,
         answers: Optional[list[list[str]]] = None,
+        answer_groups: Optional[list[str]] = None,
+        global_image_token: bool = True,
+        match_token: bool = True,
         answer_mode: str = "score",
         attn_backend: str = "sdpa",
         init_from: Optional[str] = None,
@@ -111,22 +126,28 @@ class VQASystem(L.LightningModule):
         super().__init__()
         vision = vision if isinstance(vision, VisionConfig) else VisionConfig(**vision)
         text = text if isinstance(text, TextEncoderConfig) else TextEncoderConfig(**text)
+        own_text = bool(text.pretrained)
         if init_from:
             vision, text = configs_from_hub(init_from, vision, text)
         if answers is None:
-            from babeltower.datasets.synthetic.vqa import answer_vocabulary
+            from babeltower.datasets.synthetic.vqa import answer_vocabulary, answer_vocabulary_groups
 
             answers = answer_vocabulary()
+            answer_groups = answer_vocabulary_groups(answers) if answer_groups is None else answer_groups
         self.save_hyperparameters()
         # Plain containers in the checkpoint (torch.load(weights_only=True) reads it).
         self.hparams["vision"], self.hparams["text"] = asdict(vision), asdict(text)
         self.hparams["answers"] = [list(a) for a in answers]
+        self.hparams["answer_groups"] = list(answer_groups or [])
         config = VQAConfig(vision=vision, text=text, hidden_size=hidden_size, fusion_layers=fusion_layers,
-                           fusion_heads=fusion_heads, dropout=dropout, answers=answers, answer_mode=answer_mode,
+                           fusion_heads=fusion_heads, dropout=dropout, answers=answers,
+                           answer_groups=list(answer_groups or []), global_image_token=global_image_token,
+                           match_token=match_token,
+                           answer_mode=answer_mode,
                            attn_backend=attn_backend)
         self.model = VQAModel(config)
         if init_from:
-            load_towers_from_hub(self.model, init_from)
+            load_towers_from_hub(self.model, init_from, text=not own_text)
         self._vocab_tokens: Optional[dict] = None
         self._lang_vocab: dict[str, list[tuple[int, str]]] = {}
         for a, ((lang, _), normalised) in enumerate(zip(config.answers, self._normalise_vocabulary(config.answers))):
@@ -140,6 +161,31 @@ class VQASystem(L.LightningModule):
 
     def forward(self, pixel_values, input_ids, attention_mask, image_index=None):
         return self.model(pixel_values, input_ids, attention_mask, image_index)
+
+    @staticmethod
+    def linked_data_args(init_args: dict) -> dict:
+        """DataModule init args these init args fix: ``{data field: (model field, value)}``.
+
+        ``babeltower fit`` links them (:mod:`babeltower.train.launch`): the towers' tokenizer
+        and image side, the hub's when ``init_from`` (as :func:`configs_from_hub` reads them).
+        """
+        from babeltower.train.contrastive import linked_tokenizer
+
+        init_from = init_args.get("init_from")
+        if init_from:
+            saved = Path(init_from) / "vision_model" / "config.json"
+            size = json.loads(saved.read_text()).get("image_size") if saved.is_file() else None
+            size = size or (init_args.get("vision") or {}).get("image_size", VisionConfig.image_size)
+            text = init_args.get("text") or {}
+            if text.get("pretrained"):  # an explicit encoder stays (see configs_from_hub)
+                return {"tokenizer": linked_tokenizer(init_args, init_from=None), "image_size": ("init_from", size)}
+            return {"tokenizer": ("init_from", str(Path(init_from) / "text_encoder")), "image_size": ("init_from", size)}
+
+        vision = init_args.get("vision") or {}
+        return {
+            "tokenizer": linked_tokenizer(init_args, init_from=None),
+            "image_size": ("vision.image_size", vision.get("image_size", VisionConfig.image_size)),
+        }
 
     def on_fit_start(self):
         from babeltower.train.contrastive import check_data_tokenizer

@@ -887,8 +887,8 @@ def write_unit_tokenizer(folder: str | Path, languages: list[str] | None = None,
     The units are every character (NFD) of the training text pools of ``languages`` and
     of the code-switched training pools
     (:func:`~babeltower.datasets.synthetic.speech_text.unit_inventory`); held-out texts
-    contribute nothing. Point ``model.init_args.asr.tokenizer`` and
-    ``data.init_args.tokenizer`` at the folder (``vocab_size: 0``).
+    contribute nothing. Point ``model.init_args.asr.tokenizer`` at the folder
+    (``vocab_size: 0``); ``babeltower fit`` gives the data the same tokenizer (a link).
     """
     from babeltower.datasets.synthetic.speech_text import unit_inventory
     from babeltower.modalities.speech_units import build_char_tokenizer

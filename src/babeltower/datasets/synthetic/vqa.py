@@ -291,6 +291,19 @@ def answer_vocabulary(languages: list[str] | None = None) -> list[list[str]]:
     return [list(p) for p in sorted(pairs)]
 
 
+def answer_vocabulary_groups(vocabulary: list[list[str]]) -> list[str]:
+    """The value key of each ``[lang, text]`` pair of :func:`answer_vocabulary` (``[fr, rouge]`` -> ``red``):
+    the language-independent classes of :attr:`babeltower.models.vqa.VQAConfig.answer_groups`."""
+    groups = []
+    for lang, text in vocabulary:
+        _check_lang(lang)
+        key = answer_keys(lang).get(text)
+        if key is None:
+            raise ValueError(f"[{lang}, {text}] is not a canonical answer of the synthetic scenes")
+        groups.append(key)
+    return groups
+
+
 def _check_lang(lang: str) -> None:
     if lang not in ANSWERS:
         raise ValueError(f"no VQA questions for language {lang!r}; available: {sorted(ANSWERS)}")
