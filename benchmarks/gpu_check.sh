@@ -6,6 +6,14 @@
 #
 # Parts (each with its own timeout, rc recorded, the next one runs whatever happened):
 #   install   the carried wheels (.whl/*.whl) into /tmp/site (the device lacks the pinned stack)
+#             .whl is git-ignored; fill it here first (python 3.12 manylinux wheels, no deps):
+#               for p in diffusers==0.42.1 open_clip_torch==3.3.0 jsonargparse==4.53.0 webdataset==1.0.2 \
+#                 braceexpand jiwer==4.0.0 soundfile==0.14.0 babel==2.19.0 ftfy wcwidth docstring-parser \
+#                 typeshed-client transformers==5.24.0 tokenizers==0.23.3 huggingface_hub==2.4.0 \
+#                 lightning==2.6.6 torchmetrics==1.9.0 lightning-utilities safetensors==0.8.0 \
+#                 xformers==0.0.35 rapidfuzz httpx2 httpcore2 truststore cffi anyio h11 typing_extensions regex; do
+#                 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#                   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl "$p"; done
 #   env       torch / xformers / GPU versions, check_backend("xformers", "cuda"), python -m xformers.info
 #   pytest    pytest -m gpu tests/models/test_attention.py (xformers == math on CUDA)
 #   bench     benchmarks/bench_attention.py: sdpa vs xformers vs math, bf16/fp16, fwd and fwd+bwd
