@@ -89,9 +89,13 @@ def prepare_output_folder(folder: str | Path, overwrite: bool) -> Path:
     return folder
 
 
-def strict_load(module: torch.nn.Module, state: dict, where: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the file and the keys."""
-    own = module.state_dict()
+def strict_load(module: torch.nn.Module, state: dict, where: str, exclude: Optional[str] = None) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the file and the keys.
+
+    ``exclude``: a key prefix (e.g. ``"text."``) of a submodule saved and loaded elsewhere;
+    the file must then hold exactly the other keys.
+    """
+    own = {k: v for k, v in module.state_dict().items() if not (exclude and k.startswith(exclude))}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
@@ -100,7 +104,7 @@ def strict_load(module: torch.nn.Module, state: dict, where: str) -> None:
             f"{where} does not match the model: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, "
             f"shape mismatches {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched[:10]]}"
         )
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=not exclude)
 
 
 def model_card(

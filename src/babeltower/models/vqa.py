@@ -384,26 +384,11 @@ class VQAModel(nn.Module):
         raw["text"] = text_encoder.config
         model = cls(VQAConfig(**raw))
         model.text = text_encoder
-        own = {k: v for k, v in model.state_dict().items() if not k.startswith("text.")}
+        from babeltower.models.hub import strict_load
+
         state = load_file(str(folder / WEIGHTS_FILE), device=map_location)
-        _strict_partial_load(model, own, state, str(folder / WEIGHTS_FILE))
+        strict_load(model, state, str(folder / WEIGHTS_FILE), exclude="text.")  # text_encoder/ loaded above
         return model.eval()
-
-
-def _strict_partial_load(model: nn.Module, own: dict, state: dict, where: str) -> None:
-    """Loads every non-text weight strictly: the file must hold exactly those keys."""
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise RuntimeError(
-            f"{where} does not match the model: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, "
-            f"shape mismatches {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched[:10]]}"
-        )
-    result = model.load_state_dict(state, strict=False)
-    leftover = [k for k in result.missing_keys if not k.startswith("text.")]
-    if leftover or result.unexpected_keys:
-        raise RuntimeError(f"{where}: weights not loaded: {leftover[:10]}, unexpected {result.unexpected_keys[:10]}")
 
 
 def vqa_tiny(**overrides) -> VQAConfig:
