@@ -4,7 +4,8 @@ Both read the same PNG bytes of every line of the test shards (held-out fonts an
 held-out texts, written by ``babeltower data synth ocr``). Tesseract 5 runs through its
 command line (Debian ``tesseract-ocr`` + language packs) with page segmentation mode 7
 ("a single text line"), the LSTM engine, and the line's language plus English
-(``ara+eng``: mixed lines give it the English model too); babeltower runs greedy CTC.
+(``ara+eng``: mixed lines give it the English model too); babeltower decodes as its model
+folder says (greedy CTC, or beam search with the folder's character LM).
 
 Reported per script and per language for both: CER (jiwer 4.0; spaces count, runs of
 whitespace collapsed in both outputs) and "CER, no spaces" (all whitespace removed from
@@ -111,7 +112,7 @@ def run_babeltower(model_path: str, lines: list[dict]) -> dict[str, dict]:
 
             hyp = model.read([decode_image(line["png"], where=line["id"])])[0]
             results[line["id"]] = {"hyp": hyp, "seconds": time.perf_counter() - started}
-    return results
+    return results, model.decoding
 
 
 def _no_spaces(text: str) -> str:
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.data}: no lines")
     cache = Path(args.tesseract_cache) if args.tesseract_cache else out / "tesseract.json"
     tess_out = run_tesseract(lines, cache)
-    ours_out = run_babeltower(args.model, lines)
+    ours_out, decoding = run_babeltower(args.model, lines)
     ours, tess = score(lines, ours_out), score(lines, tess_out)
     table = side_by_side(ours, tess)
     worse = [s for s, r in ours["groups"]["script"].items() if r["cer"] >= tess["groups"]["script"][s]["cer"]]
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
         "## OCR: babeltower line recogniser vs Tesseract 5 (held-out fonts and texts)", "",
         f"{len(lines)} synthetic lines of 11 languages in 7 scripts, rendered in fonts and with texts never used "
         f"in training (`{args.data}`); {tesseract_version()} (LSTM, `--psm 7`, language + eng); babeltower `{args.model}`, "
-        "greedy CTC. CER: jiwer 4.0 (spaces count); \"no spaces\": whitespace removed from both first.", "",
+        f"{decoding}. CER: jiwer 4.0 (spaces count); \"no spaces\": whitespace removed from both first.", "",
         table, "", summary + ".", "",
         f"Command: `python benchmarks/bench_ocr.py --model {args.model} --data {args.data}`", "",
     ])

@@ -50,7 +50,7 @@ def images(tmp_path):
 
 
 def _run(hub, paths, as_json=False):
-    args = argparse.Namespace(model=str(hub), images=[str(p) for p in paths], json=as_json)
+    args = argparse.Namespace(model=str(hub), images=[str(p) for p in paths], json=as_json, lm=None)
     return task.read_images(args)
 
 
@@ -81,9 +81,11 @@ def test_all_good_exits_zero_with_plain_output(hub, images, capsys):
 def test_verb_registration():
     parser = argparse.ArgumentParser()
     handlers = task.add_verbs(parser.add_subparsers(dest="verb"))
-    assert handlers == {"ocr": task.read_images}
+    assert handlers == {"ocr": task.read_images, "ocr-lm": task.build_lm}
     args = parser.parse_args(["ocr", "model", "a.png", "b.png", "--json"])
-    assert args.images == ["a.png", "b.png"] and args.json
+    assert args.images == ["a.png", "b.png"] and args.json and args.lm is None
+    args = parser.parse_args(["ocr-lm", "shards", "--into", "hub", "--exclude-kinds", "sample,mixed"])
+    assert (args.order, args.alpha, args.beta, args.exclude_kinds) == (5, 0.3, 1.2, "sample,mixed")
 
 
 def test_evaluate_returns_a_task_result(hub, tmp_path):
@@ -101,3 +103,40 @@ def test_evaluate_returns_a_task_result(hub, tmp_path):
     assert (tmp_path / "eval" / "ocr.md").is_file()
     again = task.evaluate(str(hub), data=str(tmp_path / "data" / "test"), out=None)
     assert json.dumps(again["samples"], sort_keys=True) == json.dumps(result["samples"], sort_keys=True)
+
+
+def test_ocr_lm_trains_on_labels_goes_next_to_the_weights_and_is_used(hub, tmp_path, capsys):
+    import shutil
+
+    from babeltower.datasets.writer import write_shards
+    from babeltower.models.charlm import LM_FILE
+
+    rows = [("the cat", "words"), ("the hat", "words"), ("secret sentence one", "sample"), ("bad", None)]
+    samples = []
+    for i, (text, kind) in enumerate(rows):
+        sample = {"__key__": f"k{i}", "txt": text.encode(), "json": json.dumps({"text": text, "lang": "en", "kind": kind}).encode()}
+        if kind is None:  # unreadable label: skipped and counted, not fatal
+            sample = {"__key__": f"k{i}", "json": b"{not json"}
+        samples.append(sample)
+    write_shards(iter(samples), tmp_path / "lines", max_count=10)
+    folder = tmp_path / "hub"
+    shutil.copytree(hub, folder)
+    parser = argparse.ArgumentParser()
+    task.add_verbs(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["ocr-lm", str(tmp_path / "lines"), "--into", str(folder), "--exclude-kinds", "sample", "--order", "3"])
+    assert task.build_lm(args) == 0
+    out = capsys.readouterr().out
+    assert "from 2 lines" in out and "1 unreadable sample(s) skipped" in out
+    lm_path = folder / "ocr" / LM_FILE
+    from babeltower.models.charlm import CharNgramLM
+
+    lm, fusion = CharNgramLM.load_with_fusion(lm_path)
+    assert fusion == {"alpha": 0.3, "beta": 1.2, "beam_size": 8} and lm.order == 3
+    assert "s" not in lm.counts[""] and "t" in lm.counts[""]  # the excluded kind never reached the counts
+    with pytest.raises(SystemExit, match="--overwrite"):
+        task.build_lm(args)  # an existing LM is not replaced silently
+    model = task.load(folder)
+    assert model.lm is not None and "beam search" in model.decoding
+    assert task.load(folder, lm="none").lm is None
+    with pytest.raises(SystemExit, match="not an OCR model folder"):
+        task.build_lm(parser.parse_args(["ocr-lm", str(tmp_path / "lines"), "--into", str(tmp_path)]))

@@ -49,6 +49,56 @@ from babeltower.modalities.text_line import batch_lines, line_tensor
 IMAGE_KEYS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp")
 
 
+def line_label(sample: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A raw line sample's label (``txt``, else the json's ``text``) and its json metadata.
+
+    Raises:
+        ValueError / KeyError: invalid JSON, a non-UTF-8 or empty label, or no label at all
+            (the message names the shard and key).
+    """
+    where = f"{sample.get('__url__', '?')}/{sample.get('__key__', '?')}"
+    meta: dict[str, Any] = {}
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
+    if "txt" in sample:
+        try:
+            text = sample["txt"].decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{where}.txt is not UTF-8: {exc}") from exc
+    elif isinstance(meta.get("text"), str):
+        text = meta["text"].strip()
+    else:
+        raise KeyError(f"{where}: no label (neither a txt member nor 'text' in the json)")
+    if not text:
+        raise ValueError(f"{where}: the label is empty")
+    return text, meta
+
+
+def line_texts(shards, exclude_kinds: tuple[str, ...] = (), skipped: list[dict[str, str]] | None = None):
+    """The labels of a line dataset, in shard order, without decoding the images.
+
+    For a text model of the lines (the OCR head's character LM). Lines whose json
+    ``kind`` is in ``exclude_kinds`` are passed over; a sample without a usable label is
+    skipped and appended to ``skipped`` (``{"shard", "key", "reason"}``).
+    """
+    from babeltower.datasets.pipeline import eval_samples
+
+    excluded = set(exclude_kinds)
+
+    def decode(sample: dict[str, Any]) -> dict[str, Any]:
+        text, meta = line_label(sample)
+        return {"text": text, "kind": meta.get("kind")}
+
+    for item in eval_samples(shards, decode, skipped):
+        if item["kind"] is None or item["kind"] not in excluded:
+            yield item["text"]
+
+
 class LineDecoder:
     """Raw shard sample -> ``{"image": (1, H, W), "text", "lang", "script", "key", "meta"}``.
 
@@ -75,25 +125,7 @@ class LineDecoder:
         if image_key is None:
             fields = sorted(k for k in sample if not k.startswith("__"))
             raise KeyError(f"no image member ({'/'.join(IMAGE_KEYS)}) in sample; it has {fields}")
-        meta: dict[str, Any] = {}
-        if "json" in sample:
-            try:
-                meta = json.loads(sample["json"])
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-            if not isinstance(meta, dict):
-                raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
-        if "txt" in sample:
-            try:
-                text = sample["txt"].decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{where}.txt is not UTF-8: {exc}") from exc
-        elif isinstance(meta.get("text"), str):
-            text = meta["text"].strip()
-        else:
-            raise KeyError(f"{where}: no label (neither a txt member nor 'text' in the json)")
-        if not text:
-            raise ValueError(f"{where}: the label is empty")
+        text, meta = line_label(sample)
         lang = meta.get("lang")
         if not isinstance(lang, str) or not lang:
             raise KeyError(f"{where}.json has no 'lang' field (a language code such as \"ar\")")
