@@ -114,3 +114,29 @@ def test_ocr_model_decodes_with_an_attached_lm_and_keeps_logical_order(tmp_path)
     assert OCRModel.from_pretrained(tmp_path / "ocr", lm=False).lm is None
     images, widths = torch.rand(2, 1, 32, 48), torch.tensor([48, 30])
     assert len(loaded.recognize(images, widths)) == 2
+
+
+def test_asr_model_fuses_an_lm_over_its_own_units_and_saves_it(tmp_path):
+    from babeltower.models.asr import ASRModel, asr_tiny
+
+    torch.manual_seed(0)
+    model = ASRModel(asr_tiny()).eval()
+    units = model.lm_units()
+    assert len(units) == model.config.vocab_size + 1 and units[model.blank_id] == ""
+    assert all(units[i] == "" for i in model.tokenizer.all_special_ids)
+    spelt = model.lm_text("please open the window")
+    assert spelt.replace(" ", "") and "<" not in spelt  # the tokenizer's own spelling, no special tokens
+    wave = torch.randn(16000) * 0.1
+    plain = model.transcribe(wave)
+    assert model.decoding == "greedy CTC"
+    lm = CharNgramLM.fit([model.lm_text(t) for t in ("please open the window", "the window is open")], order=4)
+    model.attach_lm(lm, alpha=0.5)
+    assert model.lm_fusion == {"alpha": 0.5, "beta": 1.5, "beam_size": 8} and "4-gram" in model.decoding
+    fused = model.transcribe(wave)
+    assert isinstance(fused[0], str) and "\ufffd" not in fused[0]
+    model.save_pretrained(tmp_path / "asr")
+    loaded = ASRModel.from_pretrained(tmp_path / "asr")
+    assert loaded.lm is not None and loaded.transcribe(wave) == fused
+    assert ASRModel.from_pretrained(tmp_path / "asr", lm=False).transcribe(wave) == plain
+    with pytest.raises(ValueError, match="unknown LM fusion settings"):
+        model.attach_lm(lm, gamma=1.0)

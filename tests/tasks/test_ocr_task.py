@@ -126,7 +126,7 @@ def test_ocr_lm_trains_on_labels_goes_next_to_the_weights_and_is_used(hub, tmp_p
     args = parser.parse_args(["ocr-lm", str(tmp_path / "lines"), "--into", str(folder), "--exclude-kinds", "sample", "--order", "3"])
     assert task.build_lm(args) == 0
     out = capsys.readouterr().out
-    assert "from 2 lines" in out and "1 unreadable sample(s) skipped" in out
+    assert "from 2 labels" in out and "1 unreadable sample(s) skipped" in out
     lm_path = folder / "ocr" / LM_FILE
     from babeltower.models.charlm import CharNgramLM
 
@@ -138,5 +138,5 @@ def test_ocr_lm_trains_on_labels_goes_next_to_the_weights_and_is_used(hub, tmp_p
     model = task.load(folder)
     assert model.lm is not None and "beam search" in model.decoding
     assert task.load(folder, lm="none").lm is None
-    with pytest.raises(SystemExit, match="not an OCR model folder"):
+    with pytest.raises(SystemExit, match="not an OCRModel folder"):
         task.build_lm(parser.parse_args(["ocr-lm", str(tmp_path / "lines"), "--into", str(tmp_path)]))

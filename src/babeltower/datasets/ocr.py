@@ -35,13 +35,12 @@ equal-batch-count guarantees across ranks hold unchanged.
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 import lightning as L
 
-from babeltower.datasets.pipeline import ShardStream, StreamLoaders, single_pass_stream
+from babeltower.datasets.pipeline import ShardStream, StreamLoaders, sample_text, single_pass_stream
 from babeltower.datasets.speech import DurationBucketedStream
 from babeltower.modalities.text_line import batch_lines, line_tensor
 
@@ -50,53 +49,8 @@ IMAGE_KEYS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp")
 
 
 def line_label(sample: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A raw line sample's label (``txt``, else the json's ``text``) and its json metadata.
-
-    Raises:
-        ValueError / KeyError: invalid JSON, a non-UTF-8 or empty label, or no label at all
-            (the message names the shard and key).
-    """
-    where = f"{sample.get('__url__', '?')}/{sample.get('__key__', '?')}"
-    meta: dict[str, Any] = {}
-    if "json" in sample:
-        try:
-            meta = json.loads(sample["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
-    if "txt" in sample:
-        try:
-            text = sample["txt"].decode("utf-8").strip()
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{where}.txt is not UTF-8: {exc}") from exc
-    elif isinstance(meta.get("text"), str):
-        text = meta["text"].strip()
-    else:
-        raise KeyError(f"{where}: no label (neither a txt member nor 'text' in the json)")
-    if not text:
-        raise ValueError(f"{where}: the label is empty")
-    return text, meta
-
-
-def line_texts(shards, exclude_kinds: tuple[str, ...] = (), skipped: list[dict[str, str]] | None = None):
-    """The labels of a line dataset, in shard order, without decoding the images.
-
-    For a text model of the lines (the OCR head's character LM). Lines whose json
-    ``kind`` is in ``exclude_kinds`` are passed over; a sample without a usable label is
-    skipped and appended to ``skipped`` (``{"shard", "key", "reason"}``).
-    """
-    from babeltower.datasets.pipeline import eval_samples
-
-    excluded = set(exclude_kinds)
-
-    def decode(sample: dict[str, Any]) -> dict[str, Any]:
-        text, meta = line_label(sample)
-        return {"text": text, "kind": meta.get("kind")}
-
-    for item in eval_samples(shards, decode, skipped):
-        if item["kind"] is None or item["kind"] not in excluded:
-            yield item["text"]
+    """A raw line sample's label and json metadata (:func:`~babeltower.datasets.pipeline.sample_text`)."""
+    return sample_text(sample, "label")
 
 
 class LineDecoder:

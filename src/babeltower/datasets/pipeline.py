@@ -61,6 +61,7 @@ Example:
 from __future__ import annotations
 
 import glob
+import json
 import itertools
 import logging
 import os
@@ -1392,3 +1393,56 @@ class StreamLoaders:
         if self.val_stream is None:
             self.setup("validate")
         return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)
+
+
+def sample_text(sample: dict[str, Any], noun: str = "text") -> tuple[str, dict[str, Any]]:
+    """A raw sample's text (its ``txt`` member, else the json's ``text``) and json metadata.
+
+    Args:
+        sample: Raw shard sample (``__key__``, ``__url__``, members as bytes).
+        noun: What the text is called in messages ("label", "transcript").
+
+    Raises:
+        ValueError / KeyError: invalid JSON, a non-UTF-8 or empty text, or no text at all;
+            the message names the shard and key.
+    """
+    where = f"{sample.get('__url__', '?')}/{sample.get('__key__', '?')}"
+    meta: dict[str, Any] = {}
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
+    if "txt" in sample:
+        try:
+            text = sample["txt"].decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{where}.txt is not UTF-8: {exc}") from exc
+    elif isinstance(meta.get("text"), str):
+        text = meta["text"].strip()
+    else:
+        raise KeyError(f"{where}: no {noun} (neither a txt member nor 'text' in the json)")
+    if not text:
+        raise ValueError(f"{where}: the {noun} is empty")
+    return text, meta
+
+
+def shard_texts(shards, noun: str = "text", exclude_kinds: tuple[str, ...] = (),
+                skipped: list[dict[str, str]] | None = None) -> Iterator[str]:
+    """The texts of a dataset (labels, transcripts), in shard order, without decoding media.
+
+    For text models of a dataset (the character LMs of the CTC heads). Samples whose json
+    ``kind`` is in ``exclude_kinds`` are passed over; a sample without a usable text is
+    skipped and appended to ``skipped`` (``{"shard", "key", "reason"}``).
+    """
+    excluded = set(exclude_kinds)
+
+    def decode(sample: dict[str, Any]) -> dict[str, Any]:
+        text, meta = sample_text(sample, noun)
+        return {"text": text, "kind": meta.get("kind")}
+
+    for item in eval_samples(shards, decode, skipped):
+        if item["kind"] is None or item["kind"] not in excluded:
+            yield item["text"]

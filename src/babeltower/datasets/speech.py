@@ -48,7 +48,6 @@ break equal batch counts across ranks, so it is not used here.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -65,6 +64,7 @@ from babeltower.datasets.pipeline import (
     _collate,
     _SkipReport,
     eval_stream,
+    sample_text,
     single_pass_stream,
 )
 from babeltower.modalities.audio import load_audio
@@ -102,25 +102,7 @@ class SpeechDecoder:
         if audio_key is None:
             fields = sorted(k for k in sample if not k.startswith("__"))
             raise KeyError(f"no audio member ({'/'.join(AUDIO_KEYS)}) in sample; it has {fields}")
-        meta: dict[str, Any] = {}
-        if "json" in sample:
-            try:
-                meta = json.loads(sample["json"])
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-            if not isinstance(meta, dict):
-                raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
-        if "txt" in sample:
-            try:
-                text = sample["txt"].decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{where}.txt is not UTF-8: {exc}") from exc
-        elif isinstance(meta.get("text"), str):
-            text = meta["text"].strip()
-        else:
-            raise KeyError(f"{where}: no transcript (neither a txt member nor 'text' in the json)")
-        if not text:
-            raise ValueError(f"{where}: the transcript is empty")
+        text, meta = sample_text(sample, "transcript")
         lang = meta.get("lang")
         if not isinstance(lang, str) or not lang:
             raise KeyError(f"{where}.json has no 'lang' field (a language code such as \"de\")")

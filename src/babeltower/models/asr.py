@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from babeltower.models.charlm import LMFusion
 from babeltower.models.attention import ATTENTION_BACKENDS, attention
 from babeltower.models.text_encoder import masked_mean
 
@@ -373,7 +374,7 @@ class TransformerBlock(nn.Module):
         return x + self.ff(x)
 
 
-class ASRModel(nn.Module):
+class ASRModel(LMFusion, nn.Module):
     """CTC speech recognizer over the shared tokenizer's vocabulary.
 
     Args:
@@ -411,6 +412,30 @@ class ASRModel(nn.Module):
         self.utterance_projection = (
             nn.Linear(config.d_model, config.text_dim) if config.text_dim is not None else None
         )
+
+    #: Fusion settings of an attached character LM (chosen on half of the open-vocabulary
+    #: validation set, session 8).
+    LM_DEFAULTS = {"alpha": 0.5, "beta": 1.5, "beam_size": 8}
+
+    def lm_units(self) -> list[str]:
+        """The text each output id stands for (special tokens and the blank: "")."""
+        if getattr(self, "_lm_units", None) is None:
+            special = set(self.tokenizer.all_special_ids)
+            self._lm_units = [
+                "" if i in special else self.tokenizer.decode([i], clean_up_tokenization_spaces=False)
+                for i in range(self.config.vocab_size)
+            ] + [""]
+        return self._lm_units
+
+    def lm_text(self, text: str) -> str:
+        """``text`` as the CTC output spells it (the tokenizer's normalisation): what a character LM is trained on."""
+        units = self.lm_units()
+        return "".join(units[i] for i in self.tokenizer(text, add_special_tokens=False)["input_ids"] if i < len(units))
+
+    @property
+    def decoding(self) -> str:
+        """How :meth:`transcribe` decodes by default, in words (for reports)."""
+        return self.lm_description() if self.lm is not None else "greedy CTC"
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(B,) feature frame counts -> (B,) encoder frame counts (subsampling)."""
@@ -494,7 +519,9 @@ class ASRModel(nn.Module):
         Args:
             waveforms: (B, N) padded or (N,) samples.
             audio_lengths: (B,) valid samples; None: all N.
-            beam_size: 1 for greedy decoding, else CTC prefix beam search width.
+            beam_size: 1 for greedy decoding, else CTC prefix beam search width. With an
+                attached character LM (:meth:`attach_lm`, a folder's ``charlm.json.gz``) the
+                search always fuses it, with the saved beam unless ``beam_size`` > 1.
         """
         if waveforms.dim() == 1:
             waveforms = waveforms[None]
@@ -517,7 +544,9 @@ class ASRModel(nn.Module):
             log_probs, out_lengths, _ = self(features, frame_lengths)
         finally:
             self.train(was_training)
-        if beam_size > 1:
+        if self.lm is not None:
+            tokens = self.lm_decode(log_probs, out_lengths, self.lm_units(), self.blank_id, beam_size=beam_size)
+        elif beam_size > 1:
             tokens = beam_search_decode(log_probs, out_lengths, beam_size=beam_size, blank=self.blank_id)
         else:
             tokens = greedy_decode(log_probs, out_lengths, blank=self.blank_id)
@@ -538,15 +567,17 @@ class ASRModel(nn.Module):
         (folder / CONFIG_FILE).write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_FILE))
         self.tokenizer.save_pretrained(str(folder))
+        self.save_lm(folder)
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu", **overrides) -> "ASRModel":
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu", lm: bool = True, **overrides) -> "ASRModel":
         """Loads a folder written by :meth:`save_pretrained` (or a hub folder with ``asr/``), strictly.
 
         Args:
             folder: the model folder, or an exported hub folder containing ``asr/``.
             map_location: device for the weights.
+            lm: attach the folder's character LM (``charlm.json.gz``) when it has one.
             **overrides: run-time ASRConfig fields (``attn_backend``, ``dropout``,
                 ``gradient_checkpointing``, ``max_seconds``).
 
@@ -587,6 +618,8 @@ class ASRModel(nn.Module):
                 f"vocab_size={model.config.vocab_size}"
             )
         strict_load(model, load_file(str(folder / WEIGHTS_FILE), device=map_location), str(folder / WEIGHTS_FILE))
+        if lm:
+            model.load_lm(folder)
         return model.to(map_location).eval()
 
 

@@ -272,3 +272,52 @@ def ctc_beam_search_lm(
 
         results.append(list(max(beams.items(), key=final)[0]))
     return results
+
+
+class LMFusion:
+    """Mixin for a CTC model: an optional character LM fused into its beam search.
+
+    The LM is not a weight: it is saved next to the weights (``charlm.json.gz``, with the
+    fusion settings) and attached when a folder that holds one is loaded.
+    """
+
+    #: Fusion settings used when :meth:`attach_lm` is not told otherwise.
+    LM_DEFAULTS: dict = {"alpha": 0.3, "beta": 1.2, "beam_size": 8}
+    lm: Optional[CharNgramLM] = None
+    lm_fusion: dict = {}
+
+    def attach_lm(self, lm: Optional[CharNgramLM], **fusion) -> None:
+        """Decodes with CTC prefix beam search + ``lm`` from now on; ``lm=None`` returns to
+        the model's plain decoding. ``fusion``: ``alpha`` (LM weight), ``beta`` (bonus per
+        character), ``beam_size``; the rest come from ``LM_DEFAULTS``."""
+        unknown = sorted(set(fusion) - set(self.LM_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown LM fusion settings {unknown}; known: {sorted(self.LM_DEFAULTS)}")
+        settings = {**self.LM_DEFAULTS, **fusion}
+        self.lm = lm
+        self.lm_fusion = ({"alpha": float(settings["alpha"]), "beta": float(settings["beta"]),
+                           "beam_size": int(settings["beam_size"])} if lm is not None else {})
+
+    def lm_description(self) -> str:
+        f = self.lm_fusion
+        return (f"CTC prefix beam search (beam {f['beam_size']}) + character {self.lm.order}-gram LM "
+                f"(alpha {f['alpha']}, beta {f['beta']})")
+
+    def lm_decode(self, log_probs: torch.Tensor, lengths: Optional[torch.Tensor], units: Sequence[str],
+                  blank: int, beam_size: Optional[int] = None) -> list[list[int]]:
+        """Best id sequences under CTC + the attached LM (``beam_size`` overrides the saved one)."""
+        fusion = dict(self.lm_fusion)
+        if beam_size is not None and beam_size > 1:
+            fusion["beam_size"] = beam_size
+        return ctc_beam_search_lm(log_probs, lengths, units, blank, self.lm, **fusion)
+
+    def save_lm(self, folder: str | Path) -> None:
+        if self.lm is not None:
+            self.lm.save(Path(folder) / LM_FILE, fusion=self.lm_fusion)
+
+    def load_lm(self, folder: str | Path) -> None:
+        """Attaches ``folder/charlm.json.gz`` with its saved fusion settings, if the folder has one."""
+        path = Path(folder) / LM_FILE
+        if path.is_file():
+            lm, fusion = CharNgramLM.load_with_fusion(path)
+            self.attach_lm(lm, **fusion)

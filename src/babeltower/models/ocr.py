@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from babeltower.models.asr import greedy_decode, lengths_to_mask, sinusoidal_positions
 from babeltower.models.attention import ATTENTION_BACKENDS, attention
+from babeltower.models.charlm import LMFusion
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -252,7 +253,7 @@ def script_consistent_decode(log_probs: torch.Tensor, lengths: torch.Tensor | No
     return out
 
 
-class OCRModel(nn.Module):
+class OCRModel(LMFusion, nn.Module):
     """Line image -> CTC log-probabilities over ``config.charset`` + blank.
 
     Args:
@@ -272,28 +273,11 @@ class OCRModel(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.ctc_head = nn.Linear(config.d_model, len(config.charset) + 1)
         self._index = {ch: i for i, ch in enumerate(config.charset)}
-        #: Optional character LM fused into beam search (:meth:`attach_lm`); not a weight.
-        self.lm = None
-        self.lm_fusion: dict = {}
-
-    def attach_lm(self, lm, *, alpha: float = 0.3, beta: float = 1.2, beam_size: int = 8) -> None:
-        """Decodes with CTC prefix beam search + ``lm`` (a :class:`~babeltower.models.charlm.CharNgramLM`
-        over visual-order text) from now on; ``lm=None`` returns to greedy decoding.
-
-        ``alpha`` weighs the LM, ``beta`` is a bonus per character; the defaults were chosen
-        on a development set of held-out fonts (seed 11), never on the test lines.
-        """
-        self.lm = lm
-        self.lm_fusion = {"alpha": float(alpha), "beta": float(beta), "beam_size": int(beam_size)} if lm is not None else {}
 
     @property
     def decoding(self) -> str:
         """How :meth:`recognize` decodes, in words (for reports)."""
-        if self.lm is None:
-            return "greedy CTC, one look-alike script per word"
-        f = self.lm_fusion
-        return (f"CTC prefix beam search (beam {f['beam_size']}) + character {self.lm.order}-gram LM "
-                f"(alpha {f['alpha']}, beta {f['beta']})")
+        return self.lm_description() if self.lm is not None else "greedy CTC, one look-alike script per word"
 
     @property
     def blank_id(self) -> int:
@@ -342,10 +326,7 @@ class OCRModel(nn.Module):
         """
         log_probs, lengths = self(images, widths)
         if self.lm is not None:
-            from babeltower.models.charlm import ctc_beam_search_lm
-
-            units = list(self.config.charset) + [""]
-            paths = ctc_beam_search_lm(log_probs, lengths, units, self.blank_id, self.lm, **self.lm_fusion)
+            paths = self.lm_decode(log_probs, lengths, list(self.config.charset) + [""], self.blank_id)
         elif script_consistency:
             paths = script_consistent_decode(log_probs, lengths, self.blank_id, self.config.charset)
         else:
@@ -380,10 +361,7 @@ class OCRModel(nn.Module):
         fields = dataclasses.asdict(self.config)
         (folder / CONFIG_FILE).write_text(json.dumps(fields, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_FILE))
-        if self.lm is not None:
-            from babeltower.models.charlm import LM_FILE
-
-            self.lm.save(folder / LM_FILE, fusion=self.lm_fusion)
+        self.save_lm(folder)
         return folder
 
     @classmethod
@@ -427,9 +405,5 @@ class OCRModel(nn.Module):
         model = cls(OCRConfig(**fields))
         strict_load(model, load_file(str(folder / WEIGHTS_FILE), device=map_location), str(folder / WEIGHTS_FILE))
         if lm:
-            from babeltower.models.charlm import LM_FILE, CharNgramLM
-
-            if (folder / LM_FILE).is_file():
-                char_lm, fusion = CharNgramLM.load_with_fusion(folder / LM_FILE)
-                model.attach_lm(char_lm, **fusion)
+            model.load_lm(folder)
         return model.to(map_location).eval()

@@ -16,15 +16,22 @@ DEMO_CONFIG = "configs/tiny/asr_demo.yaml"
 SYNTH_NAMES = ("speech",)
 
 
-def load(path: str | Path):
-    """An ``ASRModel`` from an exported hub folder or an ASR checkpoint."""
+def load(path: str | Path, lm: Optional[str] = None):
+    """An ``ASRModel`` from an exported hub folder or an ASR checkpoint.
+
+    Args:
+        lm: None: the folder's own character LM if it has one (a checkpoint has none);
+            "none": no LM; a path: that ``charlm.json.gz``.
+    """
     from babeltower.models.asr import ASRModel
-    from babeltower.tasks.common import load_system
+    from babeltower.tasks.common import apply_lm_option, load_system
 
     path = Path(path)
     if path.is_dir():
-        return ASRModel.from_pretrained(path).eval()
-    return load_system(path, SYSTEMS).model.eval()
+        model = ASRModel.from_pretrained(path, lm=lm is None).eval()
+    else:
+        model = load_system(path, SYSTEMS).model.eval()
+    return apply_lm_option(model, lm)
 
 
 # --------------------------------------------------------------------------- data
@@ -50,6 +57,9 @@ def synth(args) -> dict:
 def add_eval_arguments(parser) -> None:
     parser.add_argument("--beam-size", type=int, default=1, help="1: greedy CTC decoding; >1: prefix beam search")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lm", default=None,
+                        help="character LM: default the model folder's own (charlm.json.gz) if any; 'none' for plain "
+                             "decoding; or a path to a charlm.json.gz")
 
 
 def _groups(report: dict) -> dict:
@@ -72,7 +82,8 @@ def _groups(report: dict) -> dict:
 
 
 def evaluate(model: str, *, data: Optional[str], out: Optional[str], seed: int = 0,
-             languages: Optional[list[str]] = None, beam_size: int = 1, batch_size: int = 16) -> dict:
+             languages: Optional[list[str]] = None, beam_size: int = 1, batch_size: int = 16,
+             lm: Optional[str] = None) -> dict:
     """Transcribes speech shards and scores them per language, group and code-switching level."""
     import torch
 
@@ -82,7 +93,8 @@ def evaluate(model: str, *, data: Optional[str], out: Optional[str], seed: int =
     if not data:
         raise ValueError("asr evaluation needs --data SHARDS (speech shards, e.g. runs/demo/data/speech/val)")
     with torch.no_grad():
-        report = evaluate_asr_shards(model, data, out, beam_size=beam_size, batch_size=batch_size, model=load(model))
+        recognizer = load(model, lm=lm)
+        report = evaluate_asr_shards(model, data, out, beam_size=beam_size, batch_size=batch_size, model=recognizer)
     keep = set(languages) if languages else None
     per_language = {lang: {**{k: v for k, v in row.items() if k != "num_utterances"}, "n": row["num_utterances"]}
                     for lang, row in report["per_language"].items() if keep is None or lang in keep}
@@ -101,7 +113,8 @@ def evaluate(model: str, *, data: Optional[str], out: Optional[str], seed: int =
     result = task_result(
         EVAL_NAME, metrics=metrics, per_language=per_language, groups=_groups(report), primary="cer",
         higher_is_better=False, samples=samples, data=data_fingerprint(data),
-        options={"beam_size": beam_size}, markdown=report["markdown"],
+        options={"beam_size": beam_size, "decoding": recognizer.decoding if recognizer.lm is not None or beam_size == 1
+                 else f"CTC prefix beam search (beam {beam_size})"}, markdown=report["markdown"],
     )
     result["paths"] = {k: Path(out) / f for k, f in (("json", "asr.json"), ("markdown", "asr.md"))} if out else {}
     return result
@@ -113,7 +126,22 @@ def add_verbs(subparsers) -> dict:
     tr.add_argument("model", help="hub folder of an ASR model, or an ASR .ckpt")
     tr.add_argument("audio", nargs="+")
     tr.add_argument("--beam-size", type=int, default=1)
-    return {"transcribe": transcribe}
+    tr.add_argument("--lm", default=None, help="character LM: default the model folder's own; 'none'; or a charlm.json.gz")
+    from babeltower.models.asr import ASRModel
+    from babeltower.tasks.common import add_lm_verb
+
+    add_lm_verb(subparsers, "asr-lm", "transcripts", ASRModel.LM_DEFAULTS, order=5)
+    return {"transcribe": transcribe, "asr-lm": build_lm}
+
+
+def build_lm(args) -> int:
+    """``babeltower asr-lm SHARDS --into MODEL``: a character LM over the transcripts, spelt as the CTC output spells them."""
+    from babeltower.models.asr import CONFIG_FILE, ASRModel
+    from babeltower.tasks.common import lm_target, lm_verb
+
+    target = lm_target(args.into, "asr", CONFIG_FILE, "ASRModel", args.overwrite)
+    model = ASRModel.from_pretrained(target.parent, lm=False)
+    return lm_verb(args, target, "transcript", model.lm_text)
 
 
 def transcribe(args) -> int:
@@ -125,7 +153,7 @@ def transcribe(args) -> int:
 
     from babeltower.modalities.audio import load_audio
 
-    model = load(args.model)
+    model = load(args.model, lm=getattr(args, "lm", None))
     failures = 0
     total_audio = total_time = 0.0
     for path in args.audio:

@@ -205,3 +205,80 @@ class DemoContext:
             hub = export(ckpt, run_dir / "hub", result)
         paths = {kind: path for kind, path in result.get("paths", {}).items()}
         return {"task": tag, "result": result, "paths": paths, "ckpt": ckpt, "hub": hub}
+
+
+# --------------------------------------------------------------------------- character LMs of CTC heads
+def apply_lm_option(model, lm: Optional[str]):
+    """``--lm`` of eval / inference verbs: None keeps the folder's own LM (a checkpoint has
+    none), "none" decodes without one, a path attaches that ``charlm.json.gz``."""
+    from babeltower.models.charlm import CharNgramLM
+
+    if lm == "none":
+        model.attach_lm(None)
+    elif lm is not None:
+        char_lm, fusion = CharNgramLM.load_with_fusion(lm)
+        model.attach_lm(char_lm, **fusion)
+    return model
+
+
+def add_lm_verb(subparsers, verb: str, what: str, defaults: dict, order: int, exclude_help: str = ""):
+    """The ``babeltower HEAD-lm SHARDS --into MODEL`` verb's parser (options shared by the CTC heads)."""
+    q = subparsers.add_parser(
+        verb, help=f"train a character n-gram LM on the {what} of shards and add it to a model folder (beam search fuses it)")
+    q.add_argument("shards", help=f"shards whose {what} train the LM (a folder, glob or brace pattern; e.g. the training split)")
+    q.add_argument("--into", required=True, help="model folder or exported hub folder (the LM goes next to the weights)")
+    q.add_argument("--order", type=int, default=order, help=f"n of the character n-gram (default {order})")
+    q.add_argument("--alpha", type=float, default=defaults["alpha"], help=f"LM weight in beam search (default {defaults['alpha']})")
+    q.add_argument("--beta", type=float, default=defaults["beta"], help=f"bonus per emitted character (default {defaults['beta']})")
+    q.add_argument("--beam-size", type=int, default=defaults["beam_size"])
+    q.add_argument("--exclude-kinds", default="",
+                   help="comma-separated json 'kind' values whose samples stay out of the LM" + exclude_help)
+    q.add_argument("--overwrite", action="store_true", help="replace an LM the folder already has")
+    return q
+
+
+def lm_target(into: str, subfolder: str, config_file: str, model_name: str, overwrite: bool) -> Path:
+    """Where ``HEAD-lm --into`` writes: next to the weights of a model or hub folder (never over an LM without overwrite)."""
+    from babeltower.models.charlm import LM_FILE
+
+    folder = Path(into)
+    if (folder / subfolder).is_dir():
+        folder = folder / subfolder
+    if not (folder / config_file).is_file():
+        raise SystemExit(f"{into}: not an {model_name} folder (no {config_file}); pass an exported hub folder or "
+                         f"the folder {model_name}.save_pretrained wrote")
+    target = folder / LM_FILE
+    if target.exists() and not overwrite:
+        raise SystemExit(f"{target} exists; pass --overwrite to replace it")
+    return target
+
+
+def write_char_lm(shards: str, target: Path, *, noun: str, to_text: Callable[[str], str], order: int,
+                  exclude_kinds: tuple[str, ...] = (), fusion: Optional[dict] = None):
+    """Trains a character LM on the texts of ``shards`` (each mapped by ``to_text`` to the
+    form the CTC head emits) and saves it with its fusion settings to ``target``."""
+    from babeltower.datasets.pipeline import shard_texts
+    from babeltower.models.charlm import CharNgramLM
+
+    if order < 1 or (fusion and int(fusion.get("beam_size", 1)) < 1):
+        raise ValueError("--order and --beam-size must be >= 1")
+    skipped: list[dict] = []
+    texts = [to_text(text) for text in shard_texts(shards, noun, exclude_kinds, skipped)]
+    if not texts:
+        raise ValueError(f"{shards}: no {noun}s to train on" + (f" (kinds {list(exclude_kinds)} excluded)" if exclude_kinds else ""))
+    lm = CharNgramLM.fit(texts, order=order)
+    lm.save(target, fusion=fusion)
+    print(f"{target}: {order}-gram character LM from {len(texts)} {noun}s ({len(lm.counts)} contexts"
+          + (f", {len(skipped)} unreadable sample(s) skipped" if skipped else "") + ")")
+    return lm
+
+
+def lm_verb(args, target: Path, noun: str, to_text: Callable[[str], str]) -> int:
+    """Runs a ``HEAD-lm`` verb: parsed options -> ``write_char_lm``; a bad input exits with its message."""
+    excluded = tuple(k.strip() for k in args.exclude_kinds.split(",") if k.strip())
+    try:
+        write_char_lm(args.shards, target, noun=noun, to_text=to_text, order=args.order, exclude_kinds=excluded,
+                      fusion={"alpha": args.alpha, "beta": args.beta, "beam_size": args.beam_size})
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    return 0

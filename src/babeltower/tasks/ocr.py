@@ -27,21 +27,15 @@ def load(path: str | Path, lm: Optional[str] = None):
         lm: None: the folder's own character LM if it has one (a checkpoint has none);
             "none": greedy decoding without LM; a path: that ``charlm.json.gz``.
     """
-    from babeltower.models.charlm import CharNgramLM
     from babeltower.models.ocr import OCRModel
-    from babeltower.tasks.common import load_system
+    from babeltower.tasks.common import apply_lm_option, load_system
 
     path = Path(path)
     if path.is_dir():
         model = OCRModel.from_pretrained(path, lm=lm is None).eval()
     else:
         model = load_system(path, SYSTEMS).model.eval()
-    if lm is not None and lm != "none":
-        char_lm, fusion = CharNgramLM.load_with_fusion(lm)
-        model.attach_lm(char_lm, **fusion)
-    elif lm == "none":
-        model.attach_lm(None)
-    return model
+    return apply_lm_option(model, lm)
 
 
 # --------------------------------------------------------------------------- data
@@ -131,70 +125,33 @@ def add_verbs(subparsers) -> dict:
     p.add_argument("images", nargs="+", help="line images")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of tab-separated text")
     p.add_argument("--lm", default=None, help="character LM: default the model folder's own; 'none'; or a charlm.json.gz")
-    q = subparsers.add_parser(
-        "ocr-lm", help="train a character n-gram LM on line labels and add it to an OCR model folder (beam search uses it)")
-    q.add_argument("shards", help="line shards whose labels train the LM (a folder, glob or brace pattern; e.g. the training split)")
-    q.add_argument("--into", required=True, help="OCR model folder or exported hub folder (the LM goes next to the weights)")
-    q.add_argument("--order", type=int, default=5, help="n of the character n-gram (default 5)")
-    q.add_argument("--alpha", type=float, default=0.3, help="LM weight in beam search (default 0.3)")
-    q.add_argument("--beta", type=float, default=1.2, help="bonus per emitted character (default 1.2)")
-    q.add_argument("--beam-size", type=int, default=8)
-    q.add_argument("--exclude-kinds", default="",
-                   help="comma-separated json 'kind' values whose lines stay out of the LM (the synthesiser's "
-                        "'sample,mixed' hold UDHR sentence chunks: leave them out so held-out lines are not memorised)")
-    q.add_argument("--overwrite", action="store_true", help="replace an LM the folder already has")
+    from babeltower.models.ocr import OCRModel
+    from babeltower.tasks.common import add_lm_verb
+
+    add_lm_verb(subparsers, "ocr-lm", "line labels", OCRModel.LM_DEFAULTS, order=5,
+                exclude_help=" (the synthesiser's 'sample,mixed' hold UDHR sentence chunks: leave them out so held-out "
+                             "lines are not memorised)")
     return {"ocr": read_images, "ocr-lm": build_lm}
 
 
 def build_lm(args) -> int:
     """``babeltower ocr-lm SHARDS --into MODEL``: a character LM over the labels, in visual order."""
-    from babeltower.datasets.ocr import line_texts
-    from babeltower.modalities.bidi import to_visual
-    from babeltower.models.charlm import LM_FILE, CharNgramLM
     from babeltower.models.ocr import CONFIG_FILE
+    from babeltower.tasks.common import lm_target, lm_verb
 
-    folder = Path(args.into)
-    if (folder / "ocr").is_dir():
-        folder = folder / "ocr"
-    if not (folder / CONFIG_FILE).is_file():
-        raise SystemExit(f"{args.into}: not an OCR model folder (no {CONFIG_FILE}); pass an exported hub folder or "
-                         f"the folder OCRModel.save_pretrained wrote")
-    target = folder / LM_FILE
-    if target.exists() and not args.overwrite:
-        raise SystemExit(f"{target} exists; pass --overwrite to replace it")
-    if args.beam_size < 1 or args.order < 1:
-        raise SystemExit("--order and --beam-size must be >= 1")
-    excluded = tuple(k.strip() for k in args.exclude_kinds.split(",") if k.strip())
-    try:
-        write_lm(args.shards, target, order=args.order, exclude_kinds=excluded,
-                 fusion={"alpha": args.alpha, "beta": args.beta, "beam_size": args.beam_size})
-    except ValueError as error:
-        raise SystemExit(str(error)) from error
-    return 0
+    return lm_verb(args, lm_target(args.into, "ocr", CONFIG_FILE, "OCRModel", args.overwrite), "label", _visual)
+
+
+def _visual(text: str) -> str:
+    from babeltower.modalities.bidi import to_visual
+
+    return to_visual(text)
 
 
 #: Line kinds of the synthesiser kept out of the LM: UDHR sentence chunks ("sample", and
 #: the "mixed" lines built on them) would let the LM memorise the sentences that held-out
 #: lines are cut from.
 SYNTH_LM_EXCLUDE = ("sample", "mixed")
-
-
-def write_lm(shards: str, target: Path, *, order: int = 5, exclude_kinds: tuple[str, ...] = (),
-             fusion: Optional[dict] = None):
-    """Trains a character LM on the labels of ``shards`` (visual order) and saves it to ``target``."""
-    from babeltower.datasets.ocr import line_texts
-    from babeltower.modalities.bidi import to_visual
-    from babeltower.models.charlm import CharNgramLM
-
-    skipped: list[dict] = []
-    texts = [to_visual(text) for text in line_texts(shards, exclude_kinds, skipped)]
-    if not texts:
-        raise ValueError(f"{shards}: no line labels to train on" + (f" (kinds {list(exclude_kinds)} excluded)" if exclude_kinds else ""))
-    lm = CharNgramLM.fit(texts, order=order)
-    lm.save(target, fusion=fusion)
-    print(f"{target}: {order}-gram character LM from {len(texts)} lines ({len(lm.counts)} contexts"
-          + (f", {len(skipped)} unreadable sample(s) skipped" if skipped else "") + ")")
-    return lm
 
 
 #: Narrowest / lowest image that can hold a line of text.
@@ -287,8 +244,12 @@ def demo(ctx) -> dict:
     ckpt = ctx.fit(config, run_dir, str(data / "train"), str(data / "val"), head=NAME)
     from babeltower.models.charlm import LM_FILE
 
+    from babeltower.models.ocr import OCRModel
+    from babeltower.tasks.common import write_char_lm
+
     lm_file = run_dir / LM_FILE
-    write_lm(str(data / "train"), lm_file, exclude_kinds=SYNTH_LM_EXCLUDE, fusion={"alpha": 0.3, "beta": 1.2, "beam_size": 8})
+    write_char_lm(str(data / "train"), lm_file, noun="label", to_text=_visual, order=5,
+                  exclude_kinds=SYNTH_LM_EXCLUDE, fusion=OCRModel.LM_DEFAULTS)
     print(f"[ocr] evaluating {ckpt} + {lm_file} on held-out fonts and texts ({data / 'test'})")
     result = evaluate(str(ckpt), data=str(data / "test"), out=str(run_dir / "eval"), lm=str(lm_file))
     print(result["markdown"])
