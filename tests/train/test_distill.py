@@ -49,3 +49,28 @@ def test_projection_mismatch_names_the_field():
         DistillationSystem(student={"hidden_size": 32, "num_hidden_layers": 1, "projection_dim": 100})
     with pytest.raises(ValueError, match="loss"):
         DistillationSystem(student={"hidden_size": 32, "num_hidden_layers": 1}, loss="l1")
+
+
+def test_contrastive_distillation_loss_rewards_telling_texts_apart():
+    import torch
+
+    from babeltower.train.distill import embedding_distance
+
+    torch.manual_seed(0)
+    shared = torch.randn(1, 32) * 4  # one dominant direction, as in e5's embeddings
+    teacher = shared + torch.randn(8, 32)
+    collapsed = shared.expand(8, 32).clone()  # the common direction only
+    faithful = teacher.clone()
+    # plain cosine barely separates the two students; the contrastive term does
+    cos_gap = embedding_distance(collapsed, teacher, "cosine") - embedding_distance(faithful, teacher, "cosine")
+    con_gap = embedding_distance(collapsed, teacher, "contrastive") - embedding_distance(faithful, teacher, "contrastive")
+    assert con_gap > 10 * cos_gap > 0
+    # a repeated text is not its own negative: its copy is masked out of the softmax, so a
+    # faithful student's loss is the same whichever copy each row is matched against
+    repeated = torch.cat([teacher[:4], teacher[:4]])
+    loss = embedding_distance(repeated.clone(), repeated, "contrastive")
+    swapped = embedding_distance(torch.cat([teacher[4:8] * 0 + teacher[:4], teacher[:4]]), repeated, "contrastive")
+    unmasked = torch.nn.functional.cross_entropy(
+        torch.nn.functional.normalize(repeated, dim=-1) @ torch.nn.functional.normalize(repeated, dim=-1).T / 0.05,
+        torch.arange(8))
+    assert torch.isfinite(loss) and torch.isclose(loss, swapped) and loss < unmasked

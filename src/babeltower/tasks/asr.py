@@ -130,7 +130,10 @@ def add_verbs(subparsers) -> dict:
     from babeltower.models.asr import ASRModel
     from babeltower.tasks.common import add_lm_verb
 
-    add_lm_verb(subparsers, "asr-lm", "transcripts", ASRModel.LM_DEFAULTS, order=5)
+    q = add_lm_verb(subparsers, "asr-lm", "transcripts", ASRModel.LM_DEFAULTS, order=5)
+    q.add_argument("--synth-text", type=int, default=0, metavar="N",
+                   help="also N texts per language drawn from the speech synthesiser's training text pools (held-out "
+                        "sentences and sources never included), plus its Korean-English training sentences")
     return {"transcribe": transcribe, "asr-lm": build_lm}
 
 
@@ -141,7 +144,25 @@ def build_lm(args) -> int:
 
     target = lm_target(args.into, "asr", CONFIG_FILE, "ASRModel", args.overwrite)
     model = ASRModel.from_pretrained(target.parent, lm=False)
-    return lm_verb(args, target, "transcript", model.lm_text)
+    return lm_verb(args, target, "transcript", model.lm_text, extra_texts=synth_training_texts(args.synth_text))
+
+
+def synth_training_texts(per_language: int) -> list[str]:
+    """``per_language`` draws per speech language from the synthesiser's training pools and
+    the Korean-English training sentences (nothing held out can be drawn: tested in the
+    speech-text tests)."""
+    if per_language <= 0:
+        return []
+    import random
+
+    from babeltower.datasets.synthetic.speech_text import SPEECH_LANGUAGES, code_switched_corpus, draw_text
+
+    texts = []
+    for lang in SPEECH_LANGUAGES:
+        rng = random.Random(f"lm:{lang}")
+        texts += [draw_text(lang, rng)[0] for _ in range(per_language)]
+    texts += [text for text, _, _ in code_switched_corpus(min(per_language, 2000), "train", seed=0)]
+    return texts
 
 
 def transcribe(args) -> int:

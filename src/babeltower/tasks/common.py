@@ -254,9 +254,9 @@ def lm_target(into: str, subfolder: str, config_file: str, model_name: str, over
 
 
 def write_char_lm(shards: str, target: Path, *, noun: str, to_text: Callable[[str], str], order: int,
-                  exclude_kinds: tuple[str, ...] = (), fusion: Optional[dict] = None):
-    """Trains a character LM on the texts of ``shards`` (each mapped by ``to_text`` to the
-    form the CTC head emits) and saves it with its fusion settings to ``target``."""
+                  exclude_kinds: tuple[str, ...] = (), fusion: Optional[dict] = None, extra_texts=()):
+    """Trains a character LM on the texts of ``shards`` and ``extra_texts`` (each mapped by
+    ``to_text`` to the form the CTC head emits) and saves it with its fusion settings to ``target``."""
     from babeltower.datasets.pipeline import shard_texts
     from babeltower.models.charlm import CharNgramLM
 
@@ -264,21 +264,25 @@ def write_char_lm(shards: str, target: Path, *, noun: str, to_text: Callable[[st
         raise ValueError("--order and --beam-size must be >= 1")
     skipped: list[dict] = []
     texts = [to_text(text) for text in shard_texts(shards, noun, exclude_kinds, skipped)]
+    from_shards = len(texts)
+    texts += [to_text(text) for text in extra_texts]
     if not texts:
         raise ValueError(f"{shards}: no {noun}s to train on" + (f" (kinds {list(exclude_kinds)} excluded)" if exclude_kinds else ""))
     lm = CharNgramLM.fit(texts, order=order)
     lm.save(target, fusion=fusion)
-    print(f"{target}: {order}-gram character LM from {len(texts)} {noun}s ({len(lm.counts)} contexts"
+    print(f"{target}: {order}-gram character LM from {from_shards} {noun}s"
+          + (f" + {len(texts) - from_shards} other texts" if len(texts) > from_shards else "") + f" ({len(lm.counts)} contexts"
           + (f", {len(skipped)} unreadable sample(s) skipped" if skipped else "") + ")")
     return lm
 
 
-def lm_verb(args, target: Path, noun: str, to_text: Callable[[str], str]) -> int:
+def lm_verb(args, target: Path, noun: str, to_text: Callable[[str], str], extra_texts=()) -> int:
     """Runs a ``HEAD-lm`` verb: parsed options -> ``write_char_lm``; a bad input exits with its message."""
     excluded = tuple(k.strip() for k in args.exclude_kinds.split(",") if k.strip())
     try:
         write_char_lm(args.shards, target, noun=noun, to_text=to_text, order=args.order, exclude_kinds=excluded,
-                      fusion={"alpha": args.alpha, "beta": args.beta, "beam_size": args.beam_size})
+                      fusion={"alpha": args.alpha, "beta": args.beta, "beam_size": args.beam_size},
+                      extra_texts=extra_texts)
     except ValueError as error:
         raise SystemExit(str(error)) from error
     return 0
