@@ -53,6 +53,7 @@ from babeltower.datasets.pipeline import (
     MixedStream,
     ShardStream,
     StreamLoaders,
+    sample_json,
     single_pass_stream,
     weighted_train_stream,
 )
@@ -350,12 +351,7 @@ class ParallelTextDecoder:
         where = f"{sample.get('__url__', '?')}/{key}"
         if "json" not in sample:
             raise KeyError(f"{where}: no json member with 'tgt' and 'lang'")
-        try:
-            meta = json.loads(sample["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
+        meta = sample_json(sample)
         if "src" not in meta and "txt" in sample:
             try:
                 meta["src"] = sample["txt"].decode("utf-8")

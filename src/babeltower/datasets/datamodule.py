@@ -33,7 +33,6 @@ checkpoint (``fit --ckpt_path``; the loader's position is saved in the checkpoin
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from typing import Any
@@ -45,6 +44,7 @@ from babeltower.datasets.pipeline import (
     MixedStream,
     ShardStream,
     StreamLoaders,
+    sample_json,
     resolve_seed,
     single_pass_stream,
     weighted_train_stream,
@@ -96,12 +96,7 @@ class ImageTextDecoder:
             raise KeyError(f"no image member ({'/'.join(IMAGE_KEYS)}) in sample; it has {fields}")
         if "json" not in sample:
             raise KeyError("no json member with 'lang' in sample")
-        try:
-            meta = json.loads(sample["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
+        meta = sample_json(sample)
         # str seeds hash with SHA-512, so the stream is reproducible across processes.
         rng = random.Random(f"{self.seed}:{sample.get('__epoch__', 0)}:{key}")
         text, lang = self._pick_caption(sample, meta, rng, where)

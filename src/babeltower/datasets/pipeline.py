@@ -1395,6 +1395,18 @@ class StreamLoaders:
         return val_loader(self.val_stream, self.trainer, num_workers=self.num_workers)
 
 
+def sample_json(sample: dict[str, Any]) -> dict[str, Any]:
+    """A raw sample's ``json`` member as a dict; the error names the shard, key and what is wrong."""
+    where = f"{sample.get('__url__', '?')}/{sample.get('__key__', '?')}"
+    try:
+        meta = json.loads(sample["json"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 def sample_text(sample: dict[str, Any], noun: str = "text") -> tuple[str, dict[str, Any]]:
     """A raw sample's text (its ``txt`` member, else the json's ``text``) and json metadata.
 
@@ -1407,14 +1419,7 @@ def sample_text(sample: dict[str, Any], noun: str = "text") -> tuple[str, dict[s
             the message names the shard and key.
     """
     where = f"{sample.get('__url__', '?')}/{sample.get('__key__', '?')}"
-    meta: dict[str, Any] = {}
-    if "json" in sample:
-        try:
-            meta = json.loads(sample["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise ValueError(f"{where}.json: expected a JSON object, got {type(meta).__name__}")
+    meta = sample_json(sample) if "json" in sample else {}
     if "txt" in sample:
         try:
             text = sample["txt"].decode("utf-8").strip()

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from babeltower.models.charlm import LMFusion
+from babeltower.models.charlm import LMFusion, _logaddexp
 from babeltower.models.attention import ATTENTION_BACKENDS, attention
 from babeltower.models.text_encoder import masked_mean
 
@@ -655,15 +655,6 @@ def greedy_decode(
             previous = token
         out.append(tokens)
     return out
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    hi, lo = (a, b) if a > b else (b, a)
-    return hi + math.log1p(math.exp(lo - hi))
 
 
 def beam_search_decode(
