@@ -149,8 +149,8 @@ def build_lm(args) -> int:
 
 def synth_training_texts(per_language: int) -> list[str]:
     """``per_language`` draws per speech language from the synthesiser's training pools and
-    the Korean-English training sentences (nothing held out can be drawn: tested in the
-    speech-text tests)."""
+    the Korean-English training sentences (no held-out sentence can be drawn: tested in
+    tests/tasks/test_asr_task.py)."""
     if per_language <= 0:
         return []
     import random
