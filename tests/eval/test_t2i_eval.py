@@ -278,3 +278,19 @@ def test_grid_image_layout_and_label_checks():
     assert grid.getpixel((100 + 4 + 4 + 10, grid.height - 4 - 10)) == (255, 0, 0)  # NEAREST-enlarged red cell
     with pytest.raises(ValueError, match="2 column labels for 1 columns"):
         grid_image([[images[0][0]]], col_labels=["en", "ko"])
+
+
+def test_the_six_extra_caption_languages_are_evaluated_without_code_mixed_prompts():
+    extra = ["en", "pt", "el", "de"]
+    specs = list(sample_scenes(NUM_SCENES, "val", 0))
+    oracle = OracleJudge(specs)
+    table = {caption(spec, lang): spec for spec in specs for lang in extra}
+    table.update({code_mixed_caption(spec, "de"): spec for spec in specs})
+
+    def perfect(prompts, seeds):
+        return [render_scene(table[p], 32) for p in prompts]
+
+    report = evaluate_t2i(perfect, judge=oracle, languages=extra, num_scenes=NUM_SCENES, fid=False, grid_scenes=0,
+                          progress=False)
+    assert set(report["per_language"]) == set(extra) and report["per_language"]["el"]["all"] == 1.0
+    assert set(report["code_mixed"]["accuracy"]) == {"de"}  # pt and el have no code-mixed grammar

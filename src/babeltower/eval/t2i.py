@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from babeltower.datasets.synthetic.scenes import (
+    ALL_LANGUAGES,
     LANGUAGES,
     SceneSpec,
     caption,
@@ -405,9 +406,9 @@ def evaluate_t2i(
     from tqdm.auto import tqdm
 
     languages = list(languages)
-    unknown = [lang for lang in languages if lang not in LANGUAGES]
+    unknown = [lang for lang in languages if lang not in ALL_LANGUAGES]
     if unknown or not languages:
-        raise ValueError(f"evaluate_t2i: unknown languages {unknown or languages}; choose from {LANGUAGES}")
+        raise ValueError(f"evaluate_t2i: unknown languages {unknown or languages}; choose from {ALL_LANGUAGES}")
     if num_scenes < 2:
         raise ValueError(f"evaluate_t2i: num_scenes must be >= 2, got {num_scenes}")
     if clip_folder is not None and clip is not None:
@@ -427,7 +428,8 @@ def evaluate_t2i(
 
     specs: list[SceneSpec] = list(sample_scenes(num_scenes, split, seed))
     seeds = [s.seed for s in specs]
-    mixed_languages = [lang for lang in languages if lang != REFERENCE_LANGUAGE] if code_mixed else []
+    # code-mixed captions exist for the ten scene languages; the six extra ones (pt it tr id vi el) have none
+    mixed_languages = [lang for lang in languages if lang != REFERENCE_LANGUAGE and lang in LANGUAGES] if code_mixed else []
     prompts = {lang: [caption(s, lang) for s in specs] for lang in languages}
     mixed_prompts = {lang: [code_mixed_caption(s, lang) for s in specs] for lang in mixed_languages}
 
