@@ -48,11 +48,6 @@ from babeltower.modalities.text_line import batch_lines, line_tensor
 IMAGE_KEYS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp")
 
 
-def line_label(sample: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A raw line sample's label and json metadata (:func:`~babeltower.datasets.pipeline.sample_text`)."""
-    return sample_text(sample, "label")
-
-
 class LineDecoder:
     """Raw shard sample -> ``{"image": (1, H, W), "text", "lang", "script", "key", "meta"}``.
 
@@ -79,7 +74,7 @@ class LineDecoder:
         if image_key is None:
             fields = sorted(k for k in sample if not k.startswith("__"))
             raise KeyError(f"no image member ({'/'.join(IMAGE_KEYS)}) in sample; it has {fields}")
-        text, meta = line_label(sample)
+        text, meta = sample_text(sample, "label")
         lang = meta.get("lang")
         if not isinstance(lang, str) or not lang:
             raise KeyError(f"{where}.json has no 'lang' field (a language code such as \"ar\")")

@@ -61,8 +61,8 @@ Example:
 from __future__ import annotations
 
 import glob
-import json
 import itertools
+import json
 import logging
 import os
 import random

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from babeltower.datasets.pipeline import eval_samples
+from babeltower.datasets.pipeline import eval_samples, sample_json
 from babeltower.modalities.image import ImageTransform, decode_image
 
 #: Image members a scene sample may carry, first found wins (as
@@ -37,11 +37,8 @@ def parse_vqa_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
     """The json member of a VQA shard sample, checked; raises naming the field that is wrong."""
     if "json" not in sample:
         raise KeyError(f"{where}: no json member with 'questions'")
-    try:
-        meta = json.loads(sample["json"])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{where}.json: invalid JSON: {exc}") from exc
-    questions = meta.get("questions") if isinstance(meta, dict) else None
+    meta = sample_json(sample)
+    questions = meta.get("questions")
     if not isinstance(questions, list) or not questions:
         raise ValueError(f"{where}.json: 'questions' must be a non-empty list (write shards with `babeltower data synth vqa`)")
     for i, question in enumerate(questions):
