@@ -131,7 +131,7 @@ def test_asr_model_fuses_an_lm_over_its_own_units_and_saves_it(tmp_path):
     assert model.decoding == "greedy CTC"
     lm = CharNgramLM.fit([model.lm_text(t) for t in ("please open the window", "the window is open")], order=4)
     model.attach_lm(lm, alpha=0.5)
-    assert model.lm_fusion == {"alpha": 0.5, "beta": 1.5, "beam_size": 8} and "4-gram" in model.decoding
+    assert model.lm_fusion == {"alpha": 0.5, "beta": ASRModel.LM_DEFAULTS["beta"], "beam_size": 8} and "4-gram" in model.decoding
     fused = model.transcribe(wave)
     assert isinstance(fused[0], str) and "\ufffd" not in fused[0]
     model.save_pretrained(tmp_path / "asr")

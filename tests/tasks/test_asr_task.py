@@ -12,7 +12,7 @@ def test_asr_lm_verb_is_registered_with_the_shared_lm_options():
     handlers = task.add_verbs(parser.add_subparsers(dest="verb"))
     assert handlers == {"transcribe": task.transcribe, "asr-lm": task.build_lm}
     args = parser.parse_args(["asr-lm", "shards", "--into", "hub", "--synth-text", "5"])
-    assert (args.order, args.alpha, args.beta, args.beam_size, args.synth_text) == (5, 0.5, 1.5, 8, 5)
+    assert (args.order, args.alpha, args.beta, args.beam_size, args.synth_text) == (5, 0.35, 2.0, 8, 5)
     assert parser.parse_args(["transcribe", "m", "a.wav", "--lm", "none"]).lm == "none"
 
 

@@ -50,7 +50,10 @@ from babeltower.models.text_encoder import masked_mean
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 BLOCK_TYPES: tuple[str, ...] = ("conformer", "transformer")
-SUBSAMPLING_TYPES: tuple[str, ...] = ("conv2d", "conv1d")
+SUBSAMPLING_TYPES: tuple[str, ...] = ("conv2d", "conv1d", "whisper")
+ACTIVATIONS: tuple[str, ...] = ("silu", "gelu")
+POSITION_TYPES: tuple[str, ...] = ("sinusoidal", "whisper")
+FEATURE_TYPES: tuple[str, ...] = ("utterance_norm", "whisper")
 #: LogMel's 10 ms hop: feature frames per second of audio.
 FRAMES_PER_SECOND = 100
 #: Time reduction of the "conv2d" subsampling (two stride-2 convolutions).
@@ -73,7 +76,8 @@ class ASRConfig:
     subsampling: str = "conv2d"
     """Time reduction before the blocks (4x: 10 ms frames become 40 ms frames): "conv2d" =
     two stride-2 3x3 Conv2d + GELU (NeMo style); "conv1d" = two stride-2 Conv1d over time
-    (Whisper style, much cheaper on CPU)."""
+    (Whisper style, much cheaper on CPU); "whisper" = Whisper's own pair (stride 1, then
+    stride 2: 20 ms frames, ``time_reduction`` 2), the layout its pretrained weights need."""
 
     time_reduction: int = 4
     """Frames of 10 ms per encoder frame: 4 (40 ms; both subsamplings), or 3 or 2 ("conv1d"
@@ -94,6 +98,20 @@ class ASRConfig:
 
     conv_kernel: int = 15
     """Depthwise convolution kernel of the Conformer conv module (odd, in 40 ms frames)."""
+
+    activation: str = "silu"
+    """Feed-forward activation: "silu" (babeltower's blocks) or "gelu" (Whisper's)."""
+
+    positions: str = "sinusoidal"
+    """Absolute position table added after subsampling: "sinusoidal" (Vaswani et al.,
+    sine and cosine interleaved) or "whisper" (Whisper's table: all sines, then all
+    cosines), which pretrained Whisper weights expect."""
+
+    features: str = "utterance_norm"
+    """Front-end normalisation of the log-mel features (:class:`ASRFeatures`):
+    "utterance_norm" (zero mean, unit variance per utterance) or "whisper" (log10,
+    floored 8 below the utterance's maximum, then (x + 4) / 4), which pretrained
+    Whisper weights expect."""
 
     block: str = "conformer"
     """Encoder block type: "conformer" (FF/2, attention, conv module, FF/2) or
@@ -133,6 +151,14 @@ class ASRConfig:
             raise ValueError(f"ASRConfig.subsampling must be one of {SUBSAMPLING_TYPES}, got {self.subsampling!r}")
         if self.time_reduction not in CONV1D_STRIDES:
             raise ValueError(f"ASRConfig.time_reduction must be one of {sorted(CONV1D_STRIDES)}, got {self.time_reduction}")
+        for name, value, allowed in (("activation", self.activation, ACTIVATIONS), ("positions", self.positions, POSITION_TYPES),
+                                     ("features", self.features, FEATURE_TYPES)):
+            if value not in allowed:
+                raise ValueError(f"ASRConfig.{name} must be one of {allowed}, got {value!r}")
+        if self.subsampling == "whisper" and self.time_reduction != 2:
+            raise ValueError(
+                f"ASRConfig.subsampling='whisper' reduces time 2x (stride 1, then 2); set time_reduction: 2, got {self.time_reduction}"
+            )
         if self.subsampling == "conv2d" and self.time_reduction != 4:
             raise ValueError(
                 f"ASRConfig.time_reduction={self.time_reduction} needs subsampling: conv1d (conv2d reduces time 4x)"
@@ -161,6 +187,16 @@ def asr_tiny(**overrides) -> ASRConfig:
 def asr_small(**overrides) -> ASRConfig:
     """The default size: d_model 144, 4 Conformer layers (about Conformer-S width)."""
     return ASRConfig(**overrides)
+
+
+def asr_whisper_tiny(**overrides) -> ASRConfig:
+    """Whisper tiny's audio encoder (Radford et al. 2022): width 384, 4 pre-LN Transformer
+    blocks of 6 heads, GELU, 20 ms frames, Whisper's positions and features. Its
+    pretrained weights load with :func:`babeltower.models.whisper.load_whisper_encoder`."""
+    fields = dict(d_model=384, num_layers=4, num_heads=6, ff_mult=4, block="transformer", subsampling="whisper",
+                  time_reduction=2, activation="gelu", positions="whisper", features="whisper", dropout=0.0)
+    fields.update(overrides)
+    return ASRConfig(**fields)
 
 
 def load_asr_tokenizer(config: ASRConfig):
@@ -196,11 +232,19 @@ class ASRFeatures(nn.Module):
         sample_rate: Waveform rate in Hz.
     """
 
-    def __init__(self, n_mels: int = 80, sample_rate: int = 16000):
+    def __init__(self, n_mels: int = 80, sample_rate: int = 16000, normalization: str = "utterance_norm"):
         super().__init__()
         from babeltower.modalities.audio import LogMel
 
+        if normalization not in FEATURE_TYPES:
+            raise ValueError(f"ASRFeatures: normalization must be one of {FEATURE_TYPES}, got {normalization!r}")
+        self.normalization = normalization
         self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels)
+
+    @classmethod
+    def for_config(cls, config: "ASRConfig") -> "ASRFeatures":
+        """The front end a model with ``config`` was trained with."""
+        return cls(config.n_mels, config.sample_rate, config.features)
 
     def forward(self, waveforms: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: waveforms (B, N) padded samples; audio_lengths (B,) valid samples.
@@ -211,6 +255,13 @@ class ASRFeatures(nn.Module):
         features = self.logmel(waveforms)  # (B, n_mels, T)
         frame_lengths = self.logmel.lengths_to_frames(audio_lengths.long()).clamp(max=features.shape[-1])  # (B,)
         valid = lengths_to_mask(frame_lengths, features.shape[-1])[:, None, :]  # (B, 1, T)
+        if self.normalization == "whisper":
+            # Whisper's log_mel_spectrogram: log10, floor at (max - 8), (x + 4) / 4. Padding
+            # gets the floor, as the zero samples Whisper pads its 30 s windows with do.
+            features = features / math.log(10.0)
+            floor = features.masked_fill(~valid, -math.inf).amax(dim=(1, 2), keepdim=True) - 8.0  # (B, 1, 1)
+            features = (torch.maximum(features, floor) + 4.0) / 4.0
+            return torch.where(valid, features, (floor + 4.0) / 4.0), frame_lengths
         count = (frame_lengths * features.shape[1]).clamp(min=1).to(features.dtype)[:, None, None]  # (B, 1, 1)
         mean = (features * valid).sum(dim=(1, 2), keepdim=True) / count
         var = ((features - mean).square() * valid).sum(dim=(1, 2), keepdim=True) / count
@@ -247,6 +298,8 @@ class Conv2dSubsampling(nn.Module):
 
 #: Conv1d subsampling strides (first, second conv) per time reduction.
 CONV1D_STRIDES: dict[int, tuple[int, int]] = {2: (2, 1), 3: (3, 1), 4: (2, 2)}
+#: Whisper's subsampling strides (its 2x: the first convolution keeps 10 ms frames).
+WHISPER_STRIDES: tuple[int, int] = (1, 2)
 
 
 class Conv1dSubsampling(nn.Module):
@@ -259,9 +312,9 @@ class Conv1dSubsampling(nn.Module):
     CTC cannot align (it needs at least one frame per unit), so character models use 3x.
     """
 
-    def __init__(self, n_mels: int, d_model: int, time_reduction: int = 4):
+    def __init__(self, n_mels: int, d_model: int, strides: tuple[int, int] = CONV1D_STRIDES[4]):
         super().__init__()
-        self.strides = CONV1D_STRIDES[time_reduction]
+        self.strides = tuple(strides)
         self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, stride=self.strides[0], padding=1)
         self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=self.strides[1], padding=1)
 
@@ -284,6 +337,15 @@ def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32
     return table.to(dtype)
 
 
+def whisper_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(length, dim) Whisper's position table: ``dim / 2`` sines, then ``dim / 2`` cosines,
+    timescales from 1 to 10,000 (Radford et al. 2022, ``whisper.model.sinusoids``)."""
+    half = dim // 2
+    inv_timescales = torch.exp(-math.log(10000.0) / (half - 1) * torch.arange(half, device=device, dtype=torch.float32))
+    scaled = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_timescales[None, :]  # (T, dim/2)
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1).to(dtype)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention (HF names q_proj/k_proj/v_proj/out_proj) over :func:`attention`."""
 
@@ -303,7 +365,7 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """LayerNorm -> Linear -> SiLU -> dropout -> Linear -> dropout."""
+    """LayerNorm -> Linear -> SiLU (or GELU) -> dropout -> Linear -> dropout."""
 
     def __init__(self, config: ASRConfig):
         super().__init__()
@@ -312,9 +374,10 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d, d * config.ff_mult)
         self.fc2 = nn.Linear(d * config.ff_mult, d)
         self.dropout = nn.Dropout(config.dropout)
+        self.activation = F.gelu if config.activation == "gelu" else F.silu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.dropout(F.silu(self.fc1(self.norm(x))))))
+        return self.dropout(self.fc2(self.dropout(self.activation(self.fc1(self.norm(x))))))
 
 
 class ConvModule(nn.Module):
@@ -402,7 +465,9 @@ class ASRModel(LMFusion, nn.Module):
         if config.subsampling == "conv2d":
             self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model)
         else:
-            self.subsampling = Conv1dSubsampling(config.n_mels, config.d_model, config.time_reduction)
+            strides = WHISPER_STRIDES if config.subsampling == "whisper" else CONV1D_STRIDES[config.time_reduction]
+            self.subsampling = Conv1dSubsampling(config.n_mels, config.d_model, strides)
+        self.positions = whisper_positions if config.positions == "whisper" else sinusoidal_positions
         self.dropout = nn.Dropout(config.dropout)
         block = ConformerBlock if config.block == "conformer" else TransformerBlock
         self.blocks = nn.ModuleList(block(config) for _ in range(config.num_layers))
@@ -413,9 +478,10 @@ class ASRModel(LMFusion, nn.Module):
             nn.Linear(config.d_model, config.text_dim) if config.text_dim is not None else None
         )
 
-    #: Fusion settings of an attached character LM (chosen on half of the open-vocabulary
-    #: validation set, session 8).
-    LM_DEFAULTS = {"alpha": 0.5, "beta": 1.5, "beam_size": 8}
+    #: Fusion settings of an attached character LM, chosen on one half of the open-vocabulary
+    #: validation set for the Whisper-encoder recogniser (scripts/tune_asr_lm.py; the scratch
+    #: Conformer of session 8 had 0.5 / 1.5).
+    LM_DEFAULTS = {"alpha": 0.35, "beta": 2.0, "beam_size": 8}
 
     def lm_units(self) -> list[str]:
         """The text each output id stands for (special tokens and the blank: "")."""
@@ -439,8 +505,8 @@ class ASRModel(LMFusion, nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(B,) feature frame counts -> (B,) encoder frame counts (subsampling)."""
-        if self.config.subsampling == "conv1d":
-            first, second = CONV1D_STRIDES[self.config.time_reduction]
+        if self.config.subsampling != "conv2d":
+            first, second = self.subsampling.strides
             return _conv_out_length(_conv_out_length(lengths, first), second)
         return _conv_out_length(_conv_out_length(lengths))
 
@@ -467,20 +533,39 @@ class ASRModel(LMFusion, nn.Module):
                 f"input has {features.shape[-1]} frames ({features.shape[-1] / FRAMES_PER_SECOND:.1f} s), over "
                 f"ASRConfig.max_seconds={self.config.max_seconds}; split the audio or raise max_seconds"
             )
+        x, out_lengths = self.encode_prefix(features, lengths, 0)
+        return self.forward_from(x, out_lengths, 0)
+
+    def encode_prefix(self, features: torch.Tensor, lengths: torch.Tensor, num_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Subsampling, positions and the first ``num_blocks`` blocks: (B, T', d) states and (B,) lengths.
+
+        With :meth:`forward_from` it splits :meth:`forward` in two, so a training system
+        can cache the output of a frozen prefix per clip.
+        """
         lengths = lengths.to(features.device).long()
         x, out_lengths = self.subsampling(features, lengths)  # (B, T', d)
-        x = self.dropout(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype))
+        x = self.dropout(x + self.positions(x.shape[1], x.shape[2], x.device, x.dtype))
+        return self._run_blocks(x, out_lengths, 0, num_blocks), out_lengths
+
+    def forward_from(
+        self, x: torch.Tensor, out_lengths: torch.Tensor, first_block: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The blocks from ``first_block`` on, the final norm and the CTC head (see :meth:`forward`)."""
+        x = self._run_blocks(x, out_lengths, first_block, len(self.blocks))
+        states = self.final_norm(x)  # (B, T', d)
+        log_probs = F.log_softmax(self.ctc_head(states).float(), dim=-1)  # (B, T', V+1)
+        return log_probs, out_lengths, states
+
+    def _run_blocks(self, x: torch.Tensor, out_lengths: torch.Tensor, first: int, stop: int) -> torch.Tensor:
         valid = lengths_to_mask(out_lengths, x.shape[1])  # (B, T')
-        for block in self.blocks:
+        for block in self.blocks[first:stop]:
             if self.config.gradient_checkpointing and self.training:
                 from torch.utils.checkpoint import checkpoint
 
                 x = checkpoint(block, x, valid, use_reentrant=False)
             else:
                 x = block(x, valid)
-        states = self.final_norm(x)  # (B, T', d)
-        log_probs = F.log_softmax(self.ctc_head(states).float(), dim=-1)  # (B, T', V+1)
-        return log_probs, out_lengths, states
+        return x
 
     def utterance_embedding(self, states: torch.Tensor, out_lengths: torch.Tensor) -> torch.Tensor:
         """Mean of the valid encoder states, projected to ``text_dim`` (SAMU-XLSR-style).
@@ -536,7 +621,7 @@ class ASRModel(LMFusion, nn.Module):
             waveforms = F.pad(waveforms, (0, int(minimum) - waveforms.shape[1]))
         audio_lengths = audio_lengths.clamp(min=int(minimum))
         device = next(self.parameters()).device
-        front_end = ASRFeatures(self.config.n_mels, self.config.sample_rate).to(device)
+        front_end = ASRFeatures.for_config(self.config).to(device)
         features, frame_lengths = front_end(waveforms.to(device), audio_lengths.to(device))
         was_training = self.training
         self.eval()

@@ -1,4 +1,4 @@
-"""The speech head: espeak-ng speech shards, Conformer-CTC, WER/CER and HiKE MER/PIER.
+"""The speech head: espeak-ng speech, CTC on Whisper tiny.en's encoder or a Conformer, WER/CER, HiKE MER/PIER.
 
 Evaluation name ``asr``; inference verb ``babeltower transcribe MODEL AUDIO...``.
 """
