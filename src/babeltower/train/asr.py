@@ -145,8 +145,8 @@ class ASRSystem(L.LightningModule):
         prefix_cache_mb: with ``frozen_blocks`` set, keep the frozen prefix's output
             (subsampling and the frozen blocks, float16) per distinct clip, up to this many MB,
             so the prefix runs once per clip instead of once per step. SpecAugment then masks
-            those states (time and channel masks, as wav2vec 2.0 fine-tuning masks its feature
-            encoder's output; time masks only) instead of the log-mel input. 0: no cache.
+            those states in time (as wav2vec 2.0 fine-tuning masks its feature encoder's
+            output) instead of masking the log-mel input. 0: no cache.
     """
 
     def __init__(
