@@ -117,10 +117,20 @@ def whisper_encoder_state_dict(source: str | Path, num_layers: Optional[int] = N
     Returns:
         Weights for ``subsampling.*``, ``blocks.{i}.*`` and ``final_norm.*`` (no CTC head).
     """
+    path, raw = _read_encoder(source)
+    return _encoder_state(raw, path, num_layers)
+
+
+def _read_encoder(source: str | Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """The file and its ``encoder/`` variables (one read of the file)."""
     path = resolve_whisper_source(source)
     raw = read_ctranslate2(path, prefix="encoder/")
     if "encoder/conv1/weight" not in raw:
         raise ValueError(f"{path}: no encoder/conv1/weight: not a CTranslate2 Whisper model")
+    return path, raw
+
+
+def _encoder_state(raw: dict[str, np.ndarray], path: Path, num_layers: Optional[int]) -> dict[str, torch.Tensor]:
     tensor = lambda name: torch.from_numpy(raw[f"encoder/{name}"].astype(np.float32))  # noqa: E731
     available = len({name.split("/")[1] for name in raw if name.startswith("encoder/layer_")})
     layers = available if num_layers is None else num_layers
@@ -168,13 +178,13 @@ def load_whisper_encoder(model, source: str | Path = "whisper-tiny.en") -> list[
     wrong = {k: getattr(config, k) for k, v in expected.items() if getattr(config, k) != v}
     if wrong:
         raise ValueError(f"Whisper weights need ASRConfig {expected} (asr_whisper_tiny); this model has {wrong}")
-    state = whisper_encoder_state_dict(source, num_layers=config.num_layers)
-    width, heads = state["final_norm.weight"].shape[0], None
+    path, raw = _read_encoder(source)
+    state = _encoder_state(raw, path, config.num_layers)
+    width = state["final_norm.weight"].shape[0]
     if width != config.d_model:
         raise ValueError(f"the Whisper encoder in {source} is {width} wide; ASRConfig.d_model is {config.d_model}")
-    raw_heads = read_ctranslate2(resolve_whisper_source(source), prefix="encoder/num_heads").get("encoder/num_heads")
-    if raw_heads is not None:
-        heads = int(raw_heads)
+    if "encoder/num_heads" in raw:
+        heads = int(raw["encoder/num_heads"])
         if heads != config.num_heads:
             raise ValueError(f"the Whisper encoder in {source} has {heads} heads; ASRConfig.num_heads is {config.num_heads}")
     if state["subsampling.conv1.weight"].shape[1] != config.n_mels:

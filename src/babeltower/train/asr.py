@@ -219,11 +219,6 @@ class ASRSystem(L.LightningModule):
         self.hparams["asr"] = asdict(self.model.config)
         self.hparams["text"] = asdict(text) if text is not None else None
         self.features = ASRFeatures.for_config(asr)
-        self.spec_augment = None
-        if spec_augment:
-            from babeltower.modalities.audio import SpecAugment
-
-            self.spec_augment = SpecAugment(freq_width=min(27, asr.n_mels // 3))
         if prefix_cache_mb < 0:
             raise ValueError(f"ASRSystem.prefix_cache_mb must be >= 0 (0: no cache), got {prefix_cache_mb}")
         if prefix_cache_mb and frozen_blocks is None:
@@ -231,12 +226,14 @@ class ASRSystem(L.LightningModule):
         self.prefix_cache = PrefixCache(prefix_cache_mb) if prefix_cache_mb else None
         if self.prefix_cache is not None:
             self.model.register_load_state_dict_pre_hook(lambda *args, **kwargs: self.prefix_cache.clear())
-            if spec_augment:
-                from babeltower.modalities.audio import SpecAugment
+        self.spec_augment = None
+        if spec_augment:
+            from babeltower.modalities.audio import SpecAugment
 
-                # time masks only: with channel masks too (2 x up to 64 of 384 channels) a Whisper
-                # run was at validation CER 0.70 at step 400 against 0.41 with input masking
-                self.spec_augment = SpecAugment(freq_masks=0)
+            # On cached prefix states, time masks only: with channel masks too (2 x up to 64 of 384
+            # channels) a Whisper run was at validation CER 0.70 at step 400 against 0.41 with input masking.
+            self.spec_augment = (SpecAugment(freq_masks=0) if self.prefix_cache is not None
+                                 else SpecAugment(freq_width=min(27, asr.n_mels // 3)))
         self._val_refs: list[str] = []
         self._val_hyps: list[str] = []
 
