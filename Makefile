@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml requirements/lock.txt requirements/test.txt
 	fi
 	@touch $(STAMP)
 
-# The main job: every registered head's demo (distillation, the contrastive head without
-# and with the distilled text encoder, text-to-image, speech, VQA, OCR), then one unified
+# The main job: every registered head's demo (distillation, the contrastive head on the
+# frozen multilingual-e5-small, text-to-image, speech, VQA, OCR), then one unified
 # report in runs/demo/eval. One head alone: make demo-<head> (demo-t2i, demo-asr and
 # demo-vqa reuse the text encoders a previous `make demo` wrote).
 demo: env

@@ -9,6 +9,9 @@ backward, AdamW):
   (``trainable_layers: 0``), without the token-state cache (``cache_size: 0``);
 - ``e5+cache``: the same, with the cache: once a caption has been seen, its states are
   looked up, only the projection and the vision tower run.
+- ``e5 bf16`` / ``e5 bf16+cache``: the frozen e5 under bfloat16 autocast
+  (``frozen_autocast: bfloat16``), without and with the cache; the script also reports the
+  cosine of its pooled embeddings to float32's on the caption pool.
 
 Captions are real scene captions (all caption languages), a pool of ``--pool`` distinct
 texts visited in order; the first pass over the pool fills the cache (reported as
@@ -98,6 +101,22 @@ def run(text: TextEncoderConfig, texts: list[str], steps: int, batch_size: int, 
     return out
 
 
+def bf16_agreement(folder: str, texts: list[str]) -> tuple[float, float]:
+    """Cosine of the frozen e5's pooled embeddings under bfloat16 autocast to float32's."""
+    from babeltower.models.text_encoder import TextEncoder
+
+    exact = TextEncoder(TextEncoderConfig(pretrained=folder, trainable_layers=0, cache_size=0)).eval()
+    fast = TextEncoder(TextEncoderConfig(pretrained=folder, trainable_layers=0, cache_size=0,
+                                         frozen_autocast="bfloat16")).eval()
+    tokenizer = exact.tokenizer()
+    with torch.no_grad():
+        batch = tokenize(tokenizer, texts, 64)
+        a = exact(batch["input_ids"], batch["attention_mask"]).pooled
+        b = fast(batch["input_ids"], batch["attention_mask"]).pooled
+    cosine = torch.nn.functional.cosine_similarity(a, b)
+    return float(cosine.min()), float(cosine.mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--e5", help="folder written by import_e5 (default: import into a temporary folder)")
@@ -125,10 +144,15 @@ def main() -> None:
     results["e5"] = run(TextEncoderConfig(pretrained=folder, trainable_layers=0, cache_size=0), texts,
                         args.e5_steps, args.batch_size)
     results["e5+cache"] = run(e5, texts, args.steps, args.batch_size, warm_passes=1)
+    results["e5 bf16"] = run(TextEncoderConfig(pretrained=folder, trainable_layers=0, cache_size=0,
+                                               frozen_autocast="bfloat16"), texts, args.e5_steps, args.batch_size)
+    results["e5 bf16+cache"] = run(TextEncoderConfig(pretrained=folder, trainable_layers=0, frozen_autocast="bfloat16"),
+                                   texts, args.steps, args.batch_size, warm_passes=1)
+    results["bf16_cosine_min"], results["bf16_cosine_mean"] = bf16_agreement(folder, texts)
     base = results["tiny"]["steps_per_s"]
     cpu_base = results["tiny"]["cpu_s_per_step"]
     print(f"{'text tower':<10} {'steps/s':>8} {'x tiny':>7} {'CPU s/step':>11} {'x tiny':>7} {'trainable params':>17}  notes")
-    for name in ("tiny", "e5", "e5+cache"):
+    for name in ("tiny", "e5", "e5+cache", "e5 bf16", "e5 bf16+cache"):
         r = results[name]
         note = ""
         if "cold_steps_per_s" in r:
@@ -136,6 +160,8 @@ def main() -> None:
                     f"{r['cold_cpu_s_per_step']:.2f} CPU s/step")
         print(f"{name:<10} {r['steps_per_s']:>8.2f} {r['steps_per_s'] / base:>7.2f} {r['cpu_s_per_step']:>11.2f} "
               f"{cpu_base / r['cpu_s_per_step']:>7.2f} {r['trainable_params']:>17,}  {note}")
+    print(f"pooled e5 embeddings, bfloat16 vs float32: cosine min {results['bf16_cosine_min']:.5f}, "
+          f"mean {results['bf16_cosine_mean']:.5f} over {len(texts)} captions")
     if "import_e5_s" in results:
         print(f"import_e5: {results['import_e5_s']:.1f} s")
     if args.json:

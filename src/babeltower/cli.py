@@ -229,7 +229,7 @@ def build_tool_parser() -> argparse.ArgumentParser:
         kind_parser.add_argument("--seed", type=int, default=0)
         kind_parser.add_argument("--overwrite", action="store_true")
         if hasattr(task, "add_synth_arguments"):
-            task.add_synth_arguments(kind_parser)
+            task.add_synth_arguments(kind_parser, kind)
 
     bitext = data.add_parser("bitext", help="user bitext (TSV or JSONL: src, tgt, lang) -> shards")
     bitext.add_argument("source")

@@ -43,6 +43,29 @@ def test_objects_lie_in_their_region():
         assert (max(coords) < 32) if low else (min(coords) >= 32), position
 
 
+def test_varied_style_varies_look_but_keeps_captions_true():
+    # the plain style is the default and unchanged; the varied one differs, deterministically
+    spec = SceneSpec("heart", "red", 1, "center", "large", seed=5)
+    assert render_scene(spec, 64).tobytes() == render_scene(spec, 64, "plain").tobytes()
+    varied = [render_scene(SceneSpec("heart", "red", 1, "center", "large", seed=k), 64, "varied") for k in range(30)]
+    assert varied[0].tobytes() == render_scene(SceneSpec("heart", "red", 1, "center", "large", seed=0), 64, "varied").tobytes()
+
+    def covered(image):  # share of pixels that are clearly red
+        return sum(1 for r, g, b in image.getdata() if r > 140 and g < 110 and b < 110) / (64 * 64)
+
+    plain_cover = max(covered(render_scene(SceneSpec("heart", "red", 1, "center", "large", seed=k), 64)) for k in range(30))
+    assert max(covered(v) for v in varied) > 2 * plain_cover  # emoji-sized single objects occur
+    backgrounds = {v.getpixel((0, 0)) for v in varied}
+    assert (255, 255, 255) in backgrounds and len(backgrounds) > 10
+    # many objects still stay inside their region in the varied style
+    for seed in range(10):
+        image = render_scene(SceneSpec("square", "blue", 3, "left", "small", seed=seed), 64, "varied")
+        blue = [x for y in range(64) for x in range(64) if (lambda p: p[2] > 120 and p[0] < 100)(image.getpixel((x, y)))]
+        assert blue and max(blue) < 32
+    with pytest.raises(ValueError, match="style"):
+        render_scene(spec, 64, "cartoon")
+
+
 def test_sample_scenes_deterministic_and_heldout_split():
     assert list(sample_scenes(50, "train", seed=1)) == list(sample_scenes(50, "train", seed=1))
     assert list(sample_scenes(50, "train", seed=1)) != list(sample_scenes(50, "train", seed=2))

@@ -268,3 +268,31 @@ def test_loading_weights_clears_the_cache(tokenizer):
     encoder(batch["input_ids"], batch["attention_mask"])
     encoder.backbone.load_state_dict(other.backbone.state_dict())  # the backbone alone (hub.strict_load)
     assert len(encoder._cache) == 0
+
+
+def test_frozen_autocast_runs_a_frozen_backbone_in_bf16_and_returns_float32(tokenizer):
+    batch = tokenize(tokenizer, TEXTS, max_length=32)
+    exact = _encoder(trainable_layers=0, cache_size=0)
+    fast = _encoder(trainable_layers=0, cache_size=0, frozen_autocast="bfloat16")
+    a = exact(batch["input_ids"], batch["attention_mask"]).pooled
+    b = fast(batch["input_ids"], batch["attention_mask"]).pooled
+    assert b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 arithmetic really ran
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    # a backbone that trains is never autocast by this field: exact float32
+    trained = _encoder(trainable_layers=-1, frozen_autocast="bfloat16")
+    reference = _encoder(trainable_layers=-1)
+    assert torch.equal(trained(batch["input_ids"], batch["attention_mask"]).pooled,
+                       reference(batch["input_ids"], batch["attention_mask"]).pooled)
+    with pytest.raises(ValueError, match="frozen_autocast"):
+        TextEncoderConfig(frozen_autocast="int8")
+
+
+def test_encode_returns_the_pooled_vector_before_a_heads_projection(tokenizer, batch):
+    encoder = _encoder(projection_dim=8)
+    pooled = encoder.encode(TEXTS, tokenizer, max_length=32, output="pooled")
+    embeds = encoder.encode(TEXTS, tokenizer, max_length=32)
+    assert pooled.shape == (4, 32) and embeds.shape == (4, 8)
+    assert torch.allclose(pooled, encoder(batch["input_ids"], batch["attention_mask"]).pooled, atol=1e-6)
+    assert encoder.encode([], tokenizer, output="pooled").shape == (0, 32)
+    with pytest.raises(ValueError, match="'embeds' or 'pooled'"):
+        encoder.encode(TEXTS, tokenizer, output="hidden")

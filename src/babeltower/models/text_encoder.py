@@ -101,6 +101,13 @@ class TextEncoderConfig:
     pass. Memory: about cache_size x tokens x hidden_size x 4 bytes (e5, 20 tokens: 30 kB
     a text, 500 MB when full at 16384; the whole scene grammar has about 15k captions)."""
 
+    frozen_autocast: Optional[str] = None
+    """Run a frozen backbone under autocast in this dtype ("bfloat16" or "float16"); its
+    states come back in float32. On CPUs with bf16 matrix units multilingual-e5-small
+    encodes 2-3x faster in bfloat16 (an uncached training step of benchmarks/bench_encoder.py:
+    2.0x), its pooled embeddings at cosine >= 0.9999 to float32's. None: full precision. A
+    backbone that trains is never autocast by this field (use the trainer's precision)."""
+
     def __post_init__(self) -> None:
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"TextEncoderConfig.pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
@@ -119,6 +126,10 @@ class TextEncoderConfig:
             )
         if self.cache_size < 0:
             raise ValueError(f"TextEncoderConfig.cache_size must be >= 0 (0: no cache), got {self.cache_size}")
+        if self.frozen_autocast not in (None, "bfloat16", "float16"):
+            raise ValueError(
+                f"TextEncoderConfig.frozen_autocast must be null, \"bfloat16\" or \"float16\", got {self.frozen_autocast!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TextEncoderConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.pretrained is None:
@@ -491,7 +502,13 @@ class TextEncoder(nn.Module):
         return hidden[:, 0]  # (B, H): the <s> token
 
     def _run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        if self.config.frozen_autocast and self.backbone_frozen:
+            dtype = getattr(torch, self.config.frozen_autocast)
+            with torch.no_grad(), torch.autocast(device_type=input_ids.device.type, dtype=dtype):
+                hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = hidden.float()  # (B, T, H)
+        else:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         return hidden, self._pool(hidden, attention_mask)
 
     @torch.no_grad()
@@ -573,7 +590,7 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: list[str], tokenizer=None, max_length: int = 128, role: str = "query",
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256, output: str = "embeds") -> torch.Tensor:
         """Tokenizes and encodes strings (inference convenience, no grad), in batches.
 
         Args:
@@ -582,19 +599,25 @@ class TextEncoder(nn.Module):
             max_length: longest token sequence kept, special tokens included (prefix not counted).
             role: "query", "passage" or "none" (see :meth:`forward`).
             batch_size: texts per forward pass.
+            output: "embeds" (after the projection, if any) or "pooled" (the backbone's
+                pooled vector, before any projection a head added).
 
         Returns:
             (B, D) embeddings on the encoder's device.
         """
         from babeltower.modalities.text import tokenize
 
+        if output not in ("embeds", "pooled"):
+            raise ValueError(f"encode(output=...) must be 'embeds' or 'pooled', got {output!r}")
         tokenizer = tokenizer if tokenizer is not None else self._tokenizer
         device = next(self.parameters()).device
         chunks = []
         for start in range(0, len(texts), batch_size):
             batch = tokenize(tokenizer, list(texts[start : start + batch_size]), max_length)
-            chunks.append(self(batch["input_ids"].to(device), batch["attention_mask"].to(device), role=role).embeds)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=device)
+            out = self(batch["input_ids"].to(device), batch["attention_mask"].to(device), role=role)
+            chunks.append(getattr(out, output))
+        width = self.embed_dim if output == "embeds" else self.backbone.config.hidden_size
+        return torch.cat(chunks) if chunks else torch.zeros(0, width, device=device)
 
     def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
         """Writes the encoder as a folder that both babeltower and plain transformers load.

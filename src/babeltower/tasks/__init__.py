@@ -5,8 +5,9 @@ A task module defines module-level names only (no base class, no decorators):
 - ``NAME``: the registry key; ``EVAL_NAME``: its name in ``babeltower eval`` (default NAME);
 - ``SYSTEMS``: the LightningModule class paths it owns (checkpoints load only as those);
 - ``load(path)``: the inference model from a hub folder or a ``.ckpt``;
-- ``add_synth_arguments(parser)`` + ``synth(args) -> {split: paths}`` (optional), answering
-  ``babeltower data synth KIND OUT`` for each KIND of ``SYNTH_NAMES`` (default ``(NAME,)``);
+- ``add_synth_arguments(parser, kind)`` + ``synth(args) -> {split: paths}`` (optional), answering
+  ``babeltower data synth KIND OUT`` for each KIND of ``SYNTH_NAMES`` (default ``(NAME,)``;
+  ``args.kind`` says which);
 - ``add_eval_arguments(parser)`` + ``evaluate(model, *, data, out, seed, languages, **options)``
   returning a task result (:func:`babeltower.eval.harness.task_result`);
 - ``add_verbs(subparsers) -> {verb: handler(args) -> exit code}`` (optional): inference verbs;

@@ -35,7 +35,7 @@ def load(path: str | Path, lm: Optional[str] = None):
 
 
 # --------------------------------------------------------------------------- data
-def add_synth_arguments(parser) -> None:
+def add_synth_arguments(parser, kind: str) -> None:
     parser.add_argument("--num-train", type=int, default=6000, help="training utterances")
     parser.add_argument("--num-val", type=int, default=400, help="evaluation utterances (held-out voices and rates)")
     parser.add_argument("--languages", default=None, help="comma-separated codes (default: all)")

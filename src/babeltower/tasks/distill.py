@@ -34,7 +34,7 @@ def load(path: str | Path):
 
 
 # --------------------------------------------------------------------------- data
-def add_synth_arguments(parser) -> None:
+def add_synth_arguments(parser, kind: str) -> None:
     parser.add_argument("--num-train", type=int, default=5000, help="scene specs for the scene-grammar pairs")
     parser.add_argument("--num-val", type=int, default=500)
     parser.add_argument("--no-cldr", action="store_true", help="leave out the Unicode CLDR pairs")

@@ -21,7 +21,7 @@ from babeltower.tasks.common import DemoContext
 
 
 def _order(name: str) -> tuple[int, str]:
-    """Registry order, a head's extra runs (``contrastive_distilled``) right after it."""
+    """Registry order, a head's extra runs (``contrastive_e5``) right after it."""
     heads = list(TASKS)
     first = next((i for i, head in enumerate(heads) if name.startswith(head)), len(heads))
     return first, name
@@ -56,7 +56,7 @@ def run_main_job(ctx: DemoContext, heads: list[str]) -> dict:
         if not isinstance(output, dict) or not output.get("result") or output.get("task") not in TASKS:
             continue
         task = TASKS[output["task"]]
-        # a second run of a head (contrastive_distilled) is named after its evaluation too: retrieval_distilled
+        # a second run of a head (contrastive_e5) is named after its evaluation too: retrieval_e5
         key = eval_name(task) + name[len(task.NAME):] if name.startswith(task.NAME) else name
         result = output["result"]
         suite["tasks"][key] = {**result, "model": str(output["hub"])}

@@ -39,7 +39,7 @@ def load(path: str | Path, lm: Optional[str] = None):
 
 
 # --------------------------------------------------------------------------- data
-def add_synth_arguments(parser) -> None:
+def add_synth_arguments(parser, kind: str) -> None:
     parser.add_argument("--num-train", type=int, default=20000, help="training lines (training fonts and texts)")
     parser.add_argument("--num-val", type=int, default=550, help="validation lines (training fonts, held-out texts)")
     parser.add_argument("--num-test", type=int, default=1100, help="test lines (held-out fonts and texts)")

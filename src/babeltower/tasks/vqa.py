@@ -34,7 +34,7 @@ def load(path: str | Path):
 
 
 # --------------------------------------------------------------------------- data
-def add_synth_arguments(parser) -> None:
+def add_synth_arguments(parser, kind: str) -> None:
     parser.add_argument("--num-train", type=int, default=8000, help="training scenes (10 questions x 10 languages each)")
     parser.add_argument("--num-val", type=int, default=300, help="validation scenes (held-out colour-shape pairs)")
     parser.add_argument("--image-size", type=int, default=64)
@@ -275,7 +275,9 @@ def demo(ctx) -> dict:
     else:
         print(f"[vqa] reusing VQA scenes in {data}")
     extra = []
-    hub = (ctx.outputs.get("contrastive_distilled") or ctx.outputs.get("contrastive") or {}).get("hub")
+    from babeltower.tasks.contrastive import shared_hub
+
+    hub = shared_hub(ctx) or (ctx.outputs.get("contrastive") or {}).get("hub")
     if hub and (Path(hub) / "vision_model").is_dir():
         extra += ["--model.init_args.init_from", str(hub)]  # the data's tokenizer and image size follow (linked)
     e5 = None
@@ -284,7 +286,7 @@ def demo(ctx) -> dict:
             e5 = ctx.e5_folder()
     if e5 is not None:  # questions and answers through the real multilingual encoder, frozen and cached
         extra += ["--model.init_args.text.pretrained", str(e5), "--model.init_args.text.trainable_layers", "0",
-                  "--model.init_args.text.cache_size", "50000"]
+                  "--model.init_args.text.cache_size", "50000", "--model.init_args.text.frozen_autocast", "bfloat16"]
     config = ctx.option(NAME, "config", DEMO_CONFIG)
     towers = (f"vision from {hub}" if hub else "vision from scratch") + (f", text: {e5} (frozen)" if e5 else "")
     print(f"[vqa] training ({config}, {towers})")

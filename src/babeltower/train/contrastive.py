@@ -119,6 +119,7 @@ def text_config_from(init_from: str, text: TextEncoderConfig) -> TextEncoderConf
         passage_prefix=text.passage_prefix,
         trainable_layers=text.trainable_layers,
         cache_size=text.cache_size,
+        frozen_autocast=text.frozen_autocast,
     )
 
 

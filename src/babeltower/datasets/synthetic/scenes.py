@@ -140,9 +140,9 @@ def _unit_polygons() -> dict[str, list[tuple[float, float]]]:
 _POLYGONS = _unit_polygons()
 
 
-def _layout(spec: SceneSpec, rng: random.Random) -> list[tuple[float, float]]:
+def _layout(spec: SceneSpec, rng: random.Random, diameter: float | None = None) -> list[tuple[float, float]]:
     """Object centres (image fractions) inside the spec's region, non-overlapping if possible."""
-    radius = _DIAMETER[spec.size] / 2
+    radius = (diameter or _DIAMETER[spec.size]) / 2
     x0, y0, x1, y1 = _REGIONS[spec.position]
     lo_x, hi_x = x0 + radius, max(x0 + radius, x1 - radius)
     lo_y, hi_y = y0 + radius, max(y0 + radius, y1 - radius)
@@ -163,32 +163,103 @@ def _layout(spec: SceneSpec, rng: random.Random) -> list[tuple[float, float]]:
     return best
 
 
-def render_scene(spec: SceneSpec, image_size: int = 64) -> Image.Image:
+#: Scene picture styles: "plain" (the original flat look, what every head's data uses by
+#: default) and "varied" (shades, sizes, backgrounds, outlines and highlights drawn from a
+#: wider range, so that a plain emoji-like picture of one big red circle is not new).
+STYLES: tuple[str, ...] = ("plain", "varied")
+
+#: Extra shades per colour for the "varied" style: the flat design palettes emoji fonts
+#: draw with (Material-like reds, lime and grass greens, sky and royal blues, ...).
+_SHADES: dict[str, list[tuple[int, int, int]]] = {
+    "red": [(244, 67, 54), (221, 46, 68), (229, 57, 53), (198, 40, 40)],
+    "green": [(124, 179, 66), (76, 175, 80), (120, 177, 89), (46, 160, 67)],
+    "blue": [(30, 136, 229), (85, 172, 238), (33, 150, 243), (25, 118, 210)],
+    "yellow": [(253, 216, 53), (255, 204, 77), (255, 235, 59), (250, 200, 20)],
+    "purple": [(171, 71, 188), (170, 142, 214), (156, 39, 176), (123, 31, 162)],
+    "orange": [(255, 152, 0), (244, 144, 12), (251, 140, 0), (255, 112, 67)],
+}
+
+
+def _scale_rgb(rgb: tuple[int, ...], factor: float, towards_white: float = 0.0) -> tuple[int, int, int]:
+    out = [c * factor for c in rgb]
+    out = [c + (255 - c) * towards_white for c in out]
+    return tuple(max(0, min(255, round(c))) for c in out)  # type: ignore[return-value]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, radius: float, fill) -> None:
+    if shape == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+    else:
+        draw.polygon([(cx + x * radius, cy + y * radius) for x, y in _POLYGONS[shape]], fill=fill)
+
+
+def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") -> Image.Image:
     """Draws a scene.
 
     Args:
         spec: What to draw.
         image_size: Output height and width in pixels.
+        style: "plain" or "varied" (:data:`STYLES`). The varied style draws, from the
+            scene's seed: a white, tinted or pastel background; one of several shades of the
+            colour; a darker outline (about a third of scenes) and a light highlight (about
+            a quarter); sizes scaled by 0.8-1.25, a single large object 0.3-0.44 of the image
+            side, and up to 0.8 in the centre (emoji-like). Captions stay true: large is still larger
+            than small, and nothing leaves its region.
 
     Returns:
         An RGB image of ``image_size`` x ``image_size`` pixels.
     """
+    if style not in STYLES:
+        raise ValueError(f"render_scene: style must be one of {STYLES}, got {style!r}")
     rng = random.Random(spec.seed)
     canvas = image_size * _SUPERSAMPLE
     # A light, slightly tinted background so that the colour of the scene is carried by
     # the objects alone but the background is not a constant.
     base = rng.randint(222, 246)
     background = tuple(min(255, base + rng.randint(-8, 8)) for _ in range(3))
+    fill = tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in _RGB[spec.colour])
+    diameter, outline, highlight = _DIAMETER[spec.size], None, None
+    if style == "varied":
+        # A second generator, so the plain style's draws (and pictures) stay as they were.
+        var = random.Random(f"varied:{spec.seed}")
+        pick = var.random()
+        if pick < 0.3:
+            background = (255, 255, 255)
+        elif pick < 0.45:
+            hue = [var.randint(200, 255) for _ in range(3)]
+            background = tuple(hue)
+        else:
+            base = var.randint(195, 250)
+            background = tuple(min(255, base + var.randint(-10, 10)) for _ in range(3))
+        shade = var.choice([_RGB[spec.colour], *_SHADES[spec.colour]])
+        fill = _scale_rgb(shade, var.uniform(0.88, 1.1))
+        if spec.count == 1 and spec.position == "center" and spec.size == "large":
+            diameter = var.uniform(0.3, 0.8)
+        elif spec.count == 1 and spec.size == "large":
+            diameter = var.uniform(0.3, 0.44)  # as large as the region allows
+        else:
+            diameter *= var.uniform(0.8, 1.25)
+        if var.random() < 0.35:
+            outline = (var.choice([_scale_rgb(fill, 0.55), (30, 30, 30)]), var.uniform(0.06, 0.12))
+        if var.random() < 0.25:
+            highlight = _scale_rgb(fill, 1.0, towards_white=var.uniform(0.25, 0.45))
     image = Image.new("RGB", (canvas, canvas), background)
     draw = ImageDraw.Draw(image)
-    fill = tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in _RGB[spec.colour])
-    radius = _DIAMETER[spec.size] / 2 * canvas
-    for cx, cy in _layout(spec, rng):
+    radius = diameter / 2 * canvas
+    if style == "varied" and spec.count == 1 and spec.position == "center" and spec.size == "large":
+        centres = [(0.5 + rng.uniform(-0.03, 0.03), 0.5 + rng.uniform(-0.03, 0.03))]
+    else:
+        centres = _layout(spec, rng, diameter)
+    for cx, cy in centres:
         cx, cy = cx * canvas, cy * canvas
-        if spec.shape == "circle":
-            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+        if outline is not None:
+            colour, width = outline
+            _draw_shape(draw, spec.shape, cx, cy, radius, colour)
+            _draw_shape(draw, spec.shape, cx, cy, radius * (1 - width), fill)
         else:
-            draw.polygon([(cx + x * radius, cy + y * radius) for x, y in _POLYGONS[spec.shape]], fill=fill)
+            _draw_shape(draw, spec.shape, cx, cy, radius, fill)
+        if highlight is not None:
+            _draw_shape(draw, spec.shape, cx - 0.12 * radius, cy - 0.15 * radius, radius * 0.45, highlight)
     # BOX averaging of exact 4x4 blocks is the fastest correct anti-aliasing filter here.
     return image.resize((image_size, image_size), Image.Resampling.BOX)
 
@@ -1035,7 +1106,7 @@ def _encode_png(image: Image.Image) -> bytes:
 
 
 def _scene_samples(
-    num: int, split: str, *, image_size: int, languages: list[str], seed: int, progress: bool
+    num: int, split: str, *, image_size: int, languages: list[str], seed: int, progress: bool, style: str = "plain"
 ) -> Iterator[dict]:
     from tqdm.auto import tqdm
 
@@ -1045,7 +1116,7 @@ def _scene_samples(
         lang = languages[index % len(languages)]
         yield {
             "__key__": f"{split}-{index:08d}",
-            "png": _encode_png(render_scene(spec, image_size)),
+            "png": _encode_png(render_scene(spec, image_size, style)),
             "txt": captions[lang],
             "json": {
                 "lang": lang,
@@ -1068,6 +1139,7 @@ def write_scene_shards(
     samples_per_shard: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    style: str = "plain",
 ) -> dict[str, list[Path]]:
     """Writes train and val shards of synthetic scenes.
 
@@ -1085,6 +1157,7 @@ def write_scene_shards(
         samples_per_shard: Maximum samples per shard.
         overwrite: Replace existing shards instead of refusing.
         progress: Show a tqdm progress bar.
+        style: Picture style, "plain" or "varied" (see :func:`render_scene`).
 
     Returns:
         ``{"train": [...], "val": [...]}`` lists of the written shard paths.
@@ -1100,13 +1173,16 @@ def write_scene_shards(
         _check_language(lang)
     if num_train < 0 or num_val < 0:
         raise ValueError(f"write_scene_shards: num_train and num_val must be >= 0, got {num_train} and {num_val}")
+    if style not in STYLES:
+        raise ValueError(f"write_scene_shards: style must be one of {STYLES}, got {style!r}")
     out_dir = Path(out_dir)
     written: dict[str, list[Path]] = {}
     for split, num in (("train", num_train), ("val", num_val)):
         if num == 0:
             written[split] = []
             continue
-        samples = _scene_samples(num, split, image_size=image_size, languages=languages, seed=seed, progress=progress)
+        samples = _scene_samples(num, split, image_size=image_size, languages=languages, seed=seed, progress=progress,
+                                 style=style)
         written[split] = write_shards(
             samples, out_dir / split, prefix="shard", max_count=samples_per_shard, overwrite=overwrite
         )

@@ -18,9 +18,9 @@ NAME = "contrastive"
 ALIASES = ("retrieval",)
 TITLE = "Retrieval · zero-shot"
 #: Main-job run folders tried in order for the default model (runs/demo/<dir>/hub).
-DEMO_DIRS = ("contrastive_distilled", "contrastive")
+DEMO_DIRS = ("contrastive_e5", "contrastive_distilled", "contrastive")
 HELP = ("hub folder of a contrastive model (babeltower export); default: the main job's "
-        "runs/demo/contrastive_distilled/hub, else runs/demo/contrastive/hub")
+        "runs/demo/contrastive_e5/hub (else contrastive_distilled/hub, else contrastive/hub)")
 MAKE_TARGET = "make demo-contrastive"
 IMAGE_ACCEPT = "image/png,image/jpeg,image/webp,image/bmp,image/gif"
 _CHUNK = 32  # images encoded per forward pass
