@@ -236,7 +236,7 @@ def demo(ctx) -> dict:
     print(f"[t2i] training the text-to-image UNet ({config}, text encoder from {text_from})")
     clip = shared if shared is not None else text_from
     options = {"clip": str(clip) if (Path(clip) / "vision_model").is_dir() else None,
-               "judge": str(ctx.workdir / "t2i_judge"), "num_scenes": ctx.option(NAME, "eval_scenes", 10), "steps": 20}
+               "judge": str(ctx.workdir / "t2i_judge"), "num_scenes": ctx.option(NAME, "eval_scenes", 8), "steps": 20}
     result = ctx.fit_evaluate_export("t2i", config, run_dir, data, evaluate, export, extra, eval_options=options)
     result["paths"]["one_prompt_grid"] = one_prompt_grid(result["hub"], run_dir / "eval" / "one_prompt.png")
     return result
