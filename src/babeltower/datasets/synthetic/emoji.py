@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -69,14 +68,18 @@ def emoji_languages() -> list[str]:
     return list(_emoji_module().LANGUAGES)
 
 
+_NAMES_LOADED = False
+
+
 def _emoji_module():
+    global _NAMES_LOADED
     try:
         import emoji
     except ImportError:
         raise ImportError("emoji names need the `emoji` package: pip install emoji   (or: pip install -e .[emoji])") from None
-    if not getattr(emoji, "_babeltower_languages_loaded", False):
-        emoji.config.load_language()  # every language's names into EMOJI_DATA
-        emoji._babeltower_languages_loaded = True
+    if not _NAMES_LOADED:
+        emoji.config.load_language()  # every language's names into EMOJI_DATA (once per process)
+        _NAMES_LOADED = True
     return emoji
 
 
@@ -157,21 +160,24 @@ class EmojiRenderer:
         from fontTools.ttLib import TTFont
 
         self.cmap = set(TTFont(str(self.path), lazy=True).getBestCmap())
+        self._glyphs: dict[str, Image.Image] = {}
 
     def has(self, char: str) -> bool:
         """Whether the font draws ``char`` (its base code point is in the font's cmap)."""
         return ord(char.replace("\ufe0f", "")[0]) in self.cmap
 
-    @lru_cache(maxsize=4096)
     def glyph(self, char: str) -> Image.Image:
-        """The glyph as RGBA, cropped to its ink, at the font size."""
+        """The glyph as RGBA, cropped to its ink, at the font size (drawn once per renderer)."""
+        if char in self._glyphs:
+            return self._glyphs[char]
         side = 2 * _FONT_SIZE
         canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
         ImageDraw.Draw(canvas).text((side // 2, side // 2), char, font=self.font, embedded_color=True, anchor="mm")
         box = canvas.getchannel("A").getbbox()
         if box is None:
             raise ValueError(f"the {self.artist} font ({self.path}) draws nothing for {char!r}")
-        return canvas.crop(box)
+        self._glyphs[char] = canvas.crop(box)
+        return self._glyphs[char]
 
     def render(self, char: str, image_size: int, *, fill: float = 0.85, offset: tuple[float, float] = (0.0, 0.0),
                background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -204,7 +204,8 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
             colour; a darker outline (about a third of scenes) and a light highlight (about
             a quarter); sizes scaled by 0.8-1.25, a single large object 0.3-0.44 of the image
             side, and up to 0.8 in the centre (emoji-like). Captions stay true: large is still larger
-            than small, and nothing leaves its region.
+            than small, and objects stay in their region (a single centred one may outgrow it,
+            still centred).
 
     Returns:
         An RGB image of ``image_size`` x ``image_size`` pixels.
