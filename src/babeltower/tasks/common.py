@@ -103,6 +103,13 @@ def fresh_run_dir(run_dir: Path, overwrite: bool) -> Path:
     return run_dir
 
 
+def frozen_text_args(cache_size: int) -> list[str]:
+    """Fit arguments for a frozen shared text encoder in a demo: no layer trains, states are
+    cached per distinct text (``cache_size`` texts) and computed in bfloat16."""
+    return ["--model.init_args.text.trainable_layers", "0", "--model.init_args.text.cache_size", str(cache_size),
+            "--model.init_args.text.frozen_autocast", "bfloat16"]
+
+
 @dataclass
 class DemoContext:
     """State of one main-job run, shared by the heads' ``demo`` functions.

@@ -188,9 +188,9 @@ def _shared_start(ctx) -> tuple[Optional[str], Optional[Path], list[str]]:
     if kind == "e5":
         e5 = ctx.e5_folder()
         if e5 is not None:
-            return "e5", e5, ["--model.init_args.text.trainable_layers", "0",
-                              "--model.init_args.text.frozen_autocast", "bfloat16",
-                              "--model.init_args.text.cache_size", "30000"]
+            from babeltower.tasks.common import frozen_text_args
+
+            return "e5", e5, frozen_text_args(30000)
         kind = "distilled"
     distilled = ctx.outputs.get("distill", {}).get("hub") or ctx.workdir / "distill" / "hub"  # this run's, or an earlier one's
     if kind == "distilled" and (Path(distilled) / "text_encoder").is_dir():

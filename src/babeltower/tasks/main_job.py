@@ -9,7 +9,6 @@ results are gathered into one suite (``runs/demo/eval/results.json``, ``report.m
 
 from __future__ import annotations
 
-import gc
 import inspect
 import json
 import time
@@ -49,9 +48,6 @@ def run_main_job(ctx: DemoContext, heads: list[str]) -> dict:
     for name in [h for h in TASKS if h in heads]:
         head_started = time.time()
         ctx.outputs[name] = TASKS[name].demo(ctx)
-        # Lightning's trainer and module hold each other: collect the finished head's run
-        # (and the frozen e5 with its cache) now rather than whenever the cycle GC gets to it.
-        gc.collect()
         timings[name] = (time.time() - head_started) / 60
         print(f"[{name}] done in {timings[name]:.1f} min")
     suite = {"provenance": provenance(seed=0), "tasks": {}}

@@ -285,8 +285,9 @@ def demo(ctx) -> dict:
         with ctx.stage(NAME, "e5 import"):
             e5 = ctx.e5_folder()
     if e5 is not None:  # questions and answers through the real multilingual encoder, frozen and cached
-        extra += ["--model.init_args.text.pretrained", str(e5), "--model.init_args.text.trainable_layers", "0",
-                  "--model.init_args.text.cache_size", "50000", "--model.init_args.text.frozen_autocast", "bfloat16"]
+        from babeltower.tasks.common import frozen_text_args
+
+        extra += ["--model.init_args.text.pretrained", str(e5), *frozen_text_args(50000)]
     config = ctx.option(NAME, "config", DEMO_CONFIG)
     towers = (f"vision from {hub}" if hub else "vision from scratch") + (f", text: {e5} (frozen)" if e5 else "")
     print(f"[vqa] training ({config}, {towers})")
