@@ -1,4 +1,5 @@
 import json
+import math
 import unicodedata
 
 import pytest
@@ -64,6 +65,44 @@ def test_varied_style_varies_look_but_keeps_captions_true():
         assert blue and max(blue) < 32
     with pytest.raises(ValueError, match="style"):
         render_scene(spec, 64, "cartoon")
+
+
+def test_varied_style_glossy_finish_and_wide_diamonds():
+    # glossy (emoji-like) objects: the darker part of the object (its rim) sits to the lower
+    # right of the object's centre; an even outline or a flat fill has no such offset.
+    def glossy(image):
+        size = image.size[0]
+        red = [(x, y, image.getpixel((x, y))) for y in range(size) for x in range(size)]
+        red = [(x, y, p) for x, y, p in red if p[0] > 90 and p[0] > p[1] + 40 and p[0] > p[2] + 40]
+        if len(red) < 50:
+            return False
+        cx, cy = sum(x for x, _, _ in red) / len(red), sum(y for _, y, _ in red) / len(red)
+        brightest = max(p[0] for _, _, p in red)
+        dark = [(x, y) for x, y, p in red if p[0] < 0.8 * brightest]
+        if len(dark) < 10:
+            return False
+        radius = (len(red) / math.pi) ** 0.5
+        dx, dy = sum(x for x, _ in dark) / len(dark) - cx, sum(y for _, y in dark) / len(dark) - cy
+        return dx > 0.15 * radius and dy > 0.15 * radius
+
+    looks = [glossy(render_scene(SceneSpec("circle", "red", 1, "center", "large", seed=k), 64, "varied")) for k in range(60)]
+    assert 5 <= sum(looks) <= 40
+    assert not any(glossy(render_scene(SceneSpec("circle", "red", 1, "center", "large", seed=k), 64)) for k in range(60))
+
+    # diamonds: the plain style's rhombus is 0.72 as wide as tall; the varied one widens half
+    # of them, up to a square on its tip
+    def aspect(image):
+        ink = [(x, y) for y in range(64) for x in range(64) if sum(image.getpixel((x, y))) < 600]
+        xs, ys = [p[0] for p in ink], [p[1] for p in ink]
+        return (max(xs) - min(xs) + 1) / (max(ys) - min(ys) + 1)
+
+    def diamond(k, style):
+        return render_scene(SceneSpec("diamond", "blue", 1, "center", "large", seed=k), 64, style)
+
+    plain = [aspect(diamond(k, "plain")) for k in range(20)]
+    varied = [aspect(diamond(k, "varied")) for k in range(40)]
+    assert max(plain) <= 0.8  # 0.72 up to pixel rounding
+    assert sum(a > 0.9 for a in varied) >= 5 and sum(a < 0.8 for a in varied) >= 10
 
 
 def test_sample_scenes_deterministic_and_heldout_split():

@@ -207,7 +207,7 @@ def demo(ctx) -> dict:
     """Scenes -> text-to-image fit (frozen multilingual text encoder) -> eval -> export -> grid.
 
     The UNet is conditioned on the distill stage's student by default (``--set
-    t2i.text=distilled``): in the main job's 800 steps it draws colour at 0.80 where the
+    t2i.text=distilled``): in a main-job-length run (800 steps) it draws colour at 0.80 where the
     frozen e5-small gives 0.13 (its colour words sit close together in its space, and a
     short run does not separate them), and it trains faster. ``--set t2i.text=shared`` uses
     the contrastive head's shared encoder (e5); ``--set t2i.text_from=FOLDER`` any folder with

@@ -186,11 +186,47 @@ def _scale_rgb(rgb: tuple[int, ...], factor: float, towards_white: float = 0.0) 
     return tuple(max(0, min(255, round(c))) for c in out)  # type: ignore[return-value]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, radius: float, fill) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, radius: float, fill,
+                corner: float = 0.0, width: float = 1.0) -> None:
+    """``corner``: rounded-corner radius of a square (fraction of its half side); ``width``:
+    horizontal stretch of a diamond (1.0 = the default rhombus, 1/0.72 = a square on its tip)."""
     if shape == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+    elif shape == "square" and corner > 0:
+        half = 0.82 * radius
+        draw.rounded_rectangle((cx - half, cy - half, cx + half, cy + half), radius=corner * half, fill=fill)
     else:
-        draw.polygon([(cx + x * radius, cy + y * radius) for x, y in _POLYGONS[shape]], fill=fill)
+        stretch = width if shape == "diamond" else 1.0
+        draw.polygon([(cx + x * radius * stretch, cy + y * radius) for x, y in _POLYGONS[shape]], fill=fill)
+
+
+#: Where the glossy finish puts its specular spot, per shape (unit-circle coordinates,
+#: inside the shape's upper left part), and the spot's half-axes.
+_GLOSS_SPOT: dict[str, tuple[float, float]] = {
+    "circle": (-0.42, -0.45), "square": (-0.45, -0.48), "heart": (-0.45, -0.42),
+    "diamond": (-0.16, -0.38), "triangle": (-0.08, -0.05), "star": (0.0, -0.2),
+}
+
+
+def _draw_glossy(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, radius: float, fill,
+                 var: random.Random, width: float = 1.0) -> None:
+    """An emoji-like finish: a darker rim, lower right, under a lit body, and a specular spot.
+
+    The look of the glossy emoji fonts (Noto Color Emoji's circles, squares and hearts):
+    a rounded square, a body shaded darker towards its lower right edge, and a small
+    light ellipse near its upper left.
+    """
+    corner = var.uniform(0.15, 0.35) if shape == "square" else 0.0
+    _draw_shape(draw, shape, cx, cy, radius, _scale_rgb(fill, var.uniform(0.62, 0.8)), corner, width)
+    inset = var.uniform(0.06, 0.12)
+    _draw_shape(draw, shape, cx - inset * 0.5 * radius, cy - inset * 0.6 * radius, radius * (1 - inset), fill, corner,
+                width)
+    if var.random() < 0.8:
+        sx, sy = _GLOSS_SPOT[shape]
+        rx, ry = radius * var.uniform(0.12, 0.2), radius * var.uniform(0.08, 0.14)
+        spot = _scale_rgb(fill, 1.0, towards_white=var.uniform(0.45, 0.8))
+        x, y = cx + sx * radius, cy + sy * radius
+        draw.ellipse((x - rx, y - ry, x + rx, y + ry), fill=spot)
 
 
 def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") -> Image.Image:
@@ -201,9 +237,12 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
         image_size: Output height and width in pixels.
         style: "plain" or "varied" (:data:`STYLES`). The varied style draws, from the
             scene's seed: a white, tinted or pastel background; one of several shades of the
-            colour; a darker outline (about a third of scenes) and a light highlight (about
-            a quarter); sizes scaled by 0.8-1.25, a single large object 0.3-0.44 of the image
-            side, and up to 0.8 in the centre (emoji-like). Captions stay true: large is still larger
+            colour; a glossy, emoji-like finish (about a third of scenes: darker rim to the
+            lower right, specular spot, rounded squares), else a darker outline (about a
+            third) and a light highlight (about a quarter); half the diamonds wider, up to a
+            square on its tip (how emoji fonts draw them); sizes scaled by 0.8-1.25, a single
+            large object 0.3-0.44 of the image side, and up to 0.95 in the centre (emoji-like).
+            Captions stay true: large is still larger
             than small, and objects stay in their region (a single centred one may outgrow it,
             still centred).
 
@@ -219,7 +258,7 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
     base = rng.randint(222, 246)
     background = tuple(min(255, base + rng.randint(-8, 8)) for _ in range(3))
     fill = tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in _RGB[spec.colour])
-    diameter, outline, highlight = _DIAMETER[spec.size], None, None
+    diameter, outline, highlight, glossy, width = _DIAMETER[spec.size], None, None, False, 1.0
     if style == "varied":
         # A second generator, so the plain style's draws (and pictures) stay as they were.
         var = random.Random(f"varied:{spec.seed}")
@@ -235,14 +274,17 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
         shade = var.choice([_RGB[spec.colour], *_SHADES[spec.colour]])
         fill = _scale_rgb(shade, var.uniform(0.88, 1.1))
         if spec.count == 1 and spec.position == "center" and spec.size == "large":
-            diameter = var.uniform(0.3, 0.8)
+            diameter = var.uniform(0.3, 0.95)
         elif spec.count == 1 and spec.size == "large":
             diameter = var.uniform(0.3, 0.44)  # as large as the region allows
         else:
             diameter *= var.uniform(0.8, 1.25)
-        if var.random() < 0.35:
+        glossy = var.random() < 0.35
+        if spec.shape == "diamond" and var.random() < 0.5:
+            width = var.uniform(1.0, 1 / 0.72)  # up to a square standing on its tip (emoji fonts' diamonds)
+        if not glossy and var.random() < 0.35:
             outline = (var.choice([_scale_rgb(fill, 0.55), (30, 30, 30)]), var.uniform(0.06, 0.12))
-        if var.random() < 0.25:
+        if not glossy and var.random() < 0.25:
             highlight = _scale_rgb(fill, 1.0, towards_white=var.uniform(0.25, 0.45))
     image = Image.new("RGB", (canvas, canvas), background)
     draw = ImageDraw.Draw(image)
@@ -253,14 +295,16 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
         centres = _layout(spec, rng, diameter)
     for cx, cy in centres:
         cx, cy = cx * canvas, cy * canvas
-        if outline is not None:
-            colour, width = outline
-            _draw_shape(draw, spec.shape, cx, cy, radius, colour)
-            _draw_shape(draw, spec.shape, cx, cy, radius * (1 - width), fill)
+        if glossy:
+            _draw_glossy(draw, spec.shape, cx, cy, radius, fill, var, width)
+        elif outline is not None:
+            colour, thickness = outline
+            _draw_shape(draw, spec.shape, cx, cy, radius, colour, width=width)
+            _draw_shape(draw, spec.shape, cx, cy, radius * (1 - thickness), fill, width=width)
         else:
-            _draw_shape(draw, spec.shape, cx, cy, radius, fill)
+            _draw_shape(draw, spec.shape, cx, cy, radius, fill, width=width)
         if highlight is not None:
-            _draw_shape(draw, spec.shape, cx - 0.12 * radius, cy - 0.15 * radius, radius * 0.45, highlight)
+            _draw_shape(draw, spec.shape, cx - 0.12 * radius, cy - 0.15 * radius, radius * 0.45, highlight, width=width)
     # BOX averaging of exact 4x4 blocks is the fastest correct anti-aliasing filter here.
     return image.resize((image_size, image_size), Image.Resampling.BOX)
 
