@@ -92,5 +92,6 @@ def main() -> None:
         accuracy = sum(best[i] == index[english[i]] for i in range(len(items))) / len(items)
         print(f"| {lang} | {accuracy:.3f} |")
 
+
 if __name__ == "__main__":
     main()

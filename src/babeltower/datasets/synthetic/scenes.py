@@ -201,7 +201,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, rad
 
 
 #: Where the glossy finish puts its specular spot, per shape (unit-circle coordinates,
-#: inside the shape's upper left part), and the spot's half-axes.
+#: inside the shape's upper left part).
 _GLOSS_SPOT: dict[str, tuple[float, float]] = {
     "circle": (-0.42, -0.45), "square": (-0.45, -0.48), "heart": (-0.45, -0.42),
     "diamond": (-0.16, -0.38), "triangle": (-0.08, -0.05), "star": (0.0, -0.2),
