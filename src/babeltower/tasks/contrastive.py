@@ -192,9 +192,9 @@ def _shared_start(ctx) -> tuple[Optional[str], Optional[Path], list[str]]:
 
             return "e5", e5, frozen_text_args(30000)
         kind = "distilled"
-    distilled = ctx.outputs.get("distill", {}).get("hub") or ctx.workdir / "distill" / "hub"  # this run's, or an earlier one's
-    if kind == "distilled" and (Path(distilled) / "text_encoder").is_dir():
-        return "distilled", Path(distilled), []
+    distilled = ctx.hub_of("distill")
+    if kind == "distilled" and (distilled / "text_encoder").is_dir():
+        return "distilled", distilled, []
     return None, None, []
 
 

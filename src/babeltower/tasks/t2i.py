@@ -220,8 +220,8 @@ def demo(ctx) -> dict:
     kind = ctx.option(NAME, "text", "distilled")
     if kind not in ("distilled", "shared"):
         raise ValueError(f"--set t2i.text={kind!r}: choose distilled or shared")
-    distilled = ctx.outputs.get("distill", {}).get("hub") or ctx.workdir / "distill" / "hub"
-    default_text = distilled if kind == "distilled" and (Path(distilled) / "text_encoder").is_dir() else shared
+    distilled = ctx.hub_of("distill")
+    default_text = distilled if kind == "distilled" and (distilled / "text_encoder").is_dir() else shared
     text_from = Path(ctx.option(NAME, "text_from") or default_text or ctx.workdir / "contrastive_e5" / "hub")
     if not (text_from / "text_encoder").is_dir() or not (data / "train").is_dir():
         raise FileNotFoundError(

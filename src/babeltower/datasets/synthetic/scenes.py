@@ -259,6 +259,8 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
     background = tuple(min(255, base + rng.randint(-8, 8)) for _ in range(3))
     fill = tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in _RGB[spec.colour])
     diameter, outline, highlight, glossy, width = _DIAMETER[spec.size], None, None, False, 1.0
+    # varied style: one large object in the centre may grow to emoji size, still centred
+    emoji_sized = style == "varied" and spec.count == 1 and spec.position == "center" and spec.size == "large"
     if style == "varied":
         # A second generator, so the plain style's draws (and pictures) stay as they were.
         var = random.Random(f"varied:{spec.seed}")
@@ -273,7 +275,7 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
             background = tuple(min(255, base + var.randint(-10, 10)) for _ in range(3))
         shade = var.choice([_RGB[spec.colour], *_SHADES[spec.colour]])
         fill = _scale_rgb(shade, var.uniform(0.88, 1.1))
-        if spec.count == 1 and spec.position == "center" and spec.size == "large":
+        if emoji_sized:
             diameter = var.uniform(0.3, 0.95)
         elif spec.count == 1 and spec.size == "large":
             diameter = var.uniform(0.3, 0.44)  # as large as the region allows
@@ -289,7 +291,7 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
     image = Image.new("RGB", (canvas, canvas), background)
     draw = ImageDraw.Draw(image)
     radius = diameter / 2 * canvas
-    if style == "varied" and spec.count == 1 and spec.position == "center" and spec.size == "large":
+    if emoji_sized:
         centres = [(0.5 + rng.uniform(-0.03, 0.03), 0.5 + rng.uniform(-0.03, 0.03))]
     else:
         centres = _layout(spec, rng, diameter)
