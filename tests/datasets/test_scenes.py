@@ -122,6 +122,82 @@ def test_sample_scenes_deterministic_and_heldout_split():
         next(sample_scenes(1, "test"))
 
 
+def test_extra_colour_brown_in_train_only_with_every_language_and_style(tmp_path):
+    base = list(sample_scenes(300, "train", seed=0))
+    assert list(sample_scenes(300, "train", seed=0, extra_colours=())) == base  # no opt-in: same scenes as before
+    train = list(sample_scenes(1000, "train", seed=0, extra_colours=["brown"]))
+    assert {s.shape for s in train if s.colour == "brown"} == set(scenes.SHAPES)
+    assert list(sample_scenes(100, "val", seed=0, extra_colours=["brown"])) == list(sample_scenes(100, "val", seed=0))
+    with pytest.raises(ValueError, match=r"extra colours \['teal'\] unknown"):
+        next(sample_scenes(1, "train", extra_colours=["teal"]))
+    brown = {"en": "brown", "de": "braune", "fr": "marron", "es": "marrones", "ru": "коричневых", "ar": "بني",
+             "hi": "भूरे", "ko": "갈색", "zh": "棕色", "ja": "茶色", "pt": "marrons", "it": "marroni", "tr": "kahverengi",
+             "id": "cokelat", "vi": "nâu", "el": "καφέ", "fa": "قهوه"}
+    spec = SceneSpec("square", "brown", 2, "left", "large", seed=4)
+    assert set(brown) == set(scenes.ALL_LANGUAGES)
+    for lang, word in brown.items():
+        assert word in caption(spec, lang), (lang, caption(spec, lang))
+    for style in scenes.STYLES:  # drawn in a brown: red > green > blue, dark
+        pixels = [p for p in render_scene(SceneSpec("square", "brown", 1, "center", "large", seed=2), 32, style).getdata()]
+        r, g, b = pixels[16 * 32 + 16]
+        assert r > g > b and r < 200, (style, (r, g, b))
+    written = write_scene_shards(tmp_path, num_train=60, num_val=5, image_size=32, languages=["en"],
+                                 samples_per_shard=100, progress=False, extra_colours=["brown"])
+    colours = [json.loads(s["json"])["attributes"]["colour"] for s in wds.WebDataset(str(written["train"][0]),
+                                                                                     shardshuffle=False)]
+    assert "brown" in colours
+
+
+def test_varied_wording_draws_synonyms_in_the_same_grammar(tmp_path):
+    import random
+
+    def wordings(spec, lang):
+        return {caption(spec, lang, random.Random(i)) for i in range(60)}
+
+    purple_squares = SceneSpec("square", "purple", 2, "left", "large")
+    assert wordings(purple_squares, "de") == {  # "lila" takes no endings
+        "zwei große violette Quadrate links", "zwei große lila Quadrate links",
+        "zwei große violette Vierecke links", "zwei große lila Vierecke links"}
+    assert "ein kleiner oranger Punkt rechts" in wordings(SceneSpec("circle", "orange", 1, "right", "small"), "de")
+    assert "eine kleine orange Scheibe rechts" in wordings(SceneSpec("circle", "orange", 1, "right", "small"), "de")
+    assert wordings(SceneSpec("diamond", "blue", 3, "top", "small"), "ar") == {
+        "ثلاثة معينات زرقاء صغيرة في الأعلى", "ثلاث ماسات زرقاء صغيرة في الأعلى"}
+    assert {"一个红色的大圆在上面", "一个红色的大圆形在上面"} <= wordings(SceneSpec("circle", "red", 1, "top", "large"), "zh")
+    assert wordings(purple_squares, "vi") == {caption(purple_squares, "vi")}  # no synonyms: the table's words
+    assert caption(purple_squares, "de") == "zwei große violette Quadrate links"  # no rng: the table's words
+
+    # every synonym is asked for by its captioner and has its table entry's format
+    specs = [SceneSpec(shape, colour, 2, "left", size) for shape in scenes.SHAPES
+             for colour in scenes.COLOURS + scenes.EXTRA_COLOURS for size in scenes.SIZES]
+    for lang, kinds in scenes._SYNONYMS.items():
+        asked = {}
+
+        def record(kind, key, entry):
+            asked[(kind, key)] = entry
+            return entry
+
+        for spec in specs:
+            scenes._CAPTIONERS[lang](spec, record)
+        for kind, table in kinds.items():
+            for key, others in table.items():
+                entry = asked[(kind, key)]
+                for other in others:
+                    assert type(other) is type(entry) and other != entry, (lang, kind, key, other)
+                    assert isinstance(other, str) or len(other) == len(entry), (lang, kind, key, other)
+
+    a = write_scene_shards(tmp_path / "a", num_train=40, num_val=0, image_size=16, languages=["de", "zh"],
+                           progress=False, wording="varied")
+    b = write_scene_shards(tmp_path / "b", num_train=40, num_val=0, image_size=16, languages=["de", "zh"],
+                           progress=False, wording="varied")
+    fixed = write_scene_shards(tmp_path / "c", num_train=40, num_val=0, image_size=16, languages=["de", "zh"],
+                               progress=False)
+    read = [[json.loads(s["json"])["captions"] for s in wds.WebDataset(str(w["train"][0]), shardshuffle=False)]
+            for w in (a, b, fixed)]
+    assert read[0] == read[1] and read[0] != read[2]
+    with pytest.raises(ValueError, match="wording must be one of"):
+        write_scene_shards(tmp_path / "d", num_train=1, num_val=0, progress=False, wording="random")
+
+
 def test_captions_in_all_languages_and_scripts():
     spec = SceneSpec("circle", "red", 2, "top", "large")
     captions = {lang: caption(spec, lang) for lang in LANGUAGES}
@@ -233,6 +309,8 @@ def test_caption_corpus():
         (SceneSpec("circle", "red", 2, "top", "large"), "el", "δύο μεγάλοι κόκκινοι κύκλοι πάνω"),
         (SceneSpec("heart", "green", 3, "bottom", "small"), "el", "τρεις μικρές πράσινες καρδιές κάτω"),
         (SceneSpec("square", "green", 3, "bottom", "large"), "el", "τρία μεγάλα πράσινα τετράγωνα κάτω"),
+        (SceneSpec("circle", "red", 2, "top", "large"), "fa", "دو دایره قرمز بزرگ در بالا"),
+        (SceneSpec("heart", "blue", 1, "left", "small"), "fa", "یک قلب آبی کوچک در سمت چپ"),
     ],
 )
 def test_extra_language_grammar(spec, lang, expected):

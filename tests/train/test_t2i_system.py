@@ -257,3 +257,60 @@ def test_fit_in_bf16_mixed_precision(scene_shards, tmp_path):
         cli = lightning_cli(_fit_args(scene_shards, tmp_path, 2, ["--trainer.precision", "bf16-mixed"]))
     assert cli.trainer.global_step == 2
     assert all(torch.isfinite(p).all() for p in cli.model.unet.parameters())
+
+
+def _vision_hub(tmp_path, image_size=16):
+    from babeltower.models.clip import CLIPConfig, CLIPModel
+    from babeltower.models.hub import save_clip
+    from babeltower.models.text_encoder import TextEncoderConfig
+    from babeltower.models.vision import VisionConfig
+
+    torch.manual_seed(1)
+    config = CLIPConfig(
+        vision=VisionConfig(image_size=image_size, patch_size=4, width=24, layers=1, heads=2),
+        text=TextEncoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        embed_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    return model, save_clip(model, tmp_path / "clip_hub")
+
+
+def test_repa_aligns_mid_block_features_to_the_frozen_vision_tower(scene_shards, tmp_path, monkeypatch):
+    import csv
+
+    clip, hub = _vision_hub(tmp_path)
+    monkeypatch.chdir(REPO_ROOT)
+    cli = lightning_cli(_fit_args(scene_shards, tmp_path / "run", 8, ["--model.init_args.repa_from", str(hub),
+                                                                     "--trainer.log_every_n_steps", "1"]))
+    system = cli.model
+    # the vision tower is the hub's and stays frozen; the projector trains with the UNet
+    for key, value in clip.vision.vit.state_dict().items():
+        assert torch.equal(system.repa_vision.vit.state_dict()[key], value), key
+    optimized = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert all(id(p) in optimized for p in system.repa_projector.parameters())
+    assert not any(id(p) in optimized for p in system.repa_vision.parameters())
+    rows = list(csv.DictReader(open(sorted((tmp_path / "run").rglob("metrics.csv"))[0])))
+    repa = [float(r["train/repa"]) for r in rows if r.get("train/repa")]
+    assert len(repa) == 8 and all(0 <= value <= 2 for value in repa)
+
+    # the loss is 1 - cosine against the tower's patch tokens of the clean image (UNet mid
+    # block 8x8 pooled onto the tower's 4x4 grid), and gradients reach the UNet through it
+    system.train()
+    batch = _batch(system)
+    system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
+    features = system._mid_features.detach()
+    assert features.shape[-2:] == (8, 8)
+    _, tokens = system.repa_vision(batch["pixel_values"])
+    pooled = torch.nn.functional.adaptive_avg_pool2d(features, 4).flatten(2).transpose(1, 2)
+    expected = 1 - torch.nn.functional.cosine_similarity(system.repa_projector(pooled), tokens, dim=-1).mean()
+    system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))  # same noise and timesteps
+    loss = system.repa_loss(batch["pixel_values"])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    loss.backward()
+    assert system.unet.mid_block.resnets[0].conv1.weight.grad.abs().sum() > 0
+    assert system._mid_features is None  # used once, then dropped
+
+
+def test_repa_from_needs_a_contrastive_hub(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a contrastive hub folder with vision_model/"):
+        _system(repa_from=str(tmp_path))

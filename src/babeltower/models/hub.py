@@ -234,6 +234,19 @@ def load_clip(folder: str | Path, map_location: str = "cpu"):
     return model.eval(), load_tokenizer(folder / "text_encoder")
 
 
+def load_vision_tower(folder: str | Path, map_location: str = "cpu"):
+    """The vision tower of a contrastive hub folder alone (strict), e.g. as a frozen feature
+    extractor for another head (the text-to-image head's representation alignment)."""
+    from babeltower.models.vision import VisionConfig, VisionTower
+
+    folder = Path(folder)
+    config = json.loads(_require(folder / "vision_model" / "config.json", "vision_model/config.json").read_text())
+    tower = VisionTower(VisionConfig(**config))
+    weights = _require(folder / "vision_model" / "model.safetensors", "vision_model/model.safetensors")
+    strict_load(tower.vit, load_file(weights, device=map_location), str(weights))
+    return tower
+
+
 def save_text_encoder(
     text_encoder,
     folder: str | Path,

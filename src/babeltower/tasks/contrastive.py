@@ -47,6 +47,10 @@ def add_synth_arguments(parser, kind: str) -> None:
     parser.add_argument("--languages", default=None, help="comma-separated codes (default: the ten scene languages)")
     parser.add_argument("--style", default="plain", choices=["plain", "varied"],
                         help="varied: shades, sizes, backgrounds, outlines and highlights vary (see render_scene)")
+    parser.add_argument("--extra-colours", default="",
+                        help="comma-separated colours beyond the six, in the train split only (known: brown)")
+    parser.add_argument("--wording", default="fixed", choices=["fixed", "varied"],
+                        help="varied: each caption draws its shape and colour words from the language's synonyms")
     parser.add_argument("--samples-per-shard", type=int, default=1000)
 
 
@@ -73,7 +77,8 @@ def synth(args) -> dict:
     return write_scene_shards(
         args.out, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size,
         languages=split_languages(args.languages), seed=args.seed, samples_per_shard=args.samples_per_shard,
-        overwrite=args.overwrite, style=args.style,
+        overwrite=args.overwrite, style=args.style, extra_colours=split_languages(args.extra_colours) or (),
+        wording=args.wording,
     )
 
 

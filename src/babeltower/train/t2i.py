@@ -19,7 +19,14 @@ cross-attention reads the shared multilingual text encoder's token states (see
   cross_attention_kv`` trains only the cross-attention key/value projections and the
   text projections (concept alignment, stage 1), ``trainable: all`` the whole UNet
   (stage 2); ``init_unet`` starts from a saved UNet;
-- pixel space by default, latent space when ``vae`` names a diffusers ``AutoencoderKL``.
+- pixel space by default, latent space when ``vae`` names a diffusers ``AutoencoderKL``;
+- representation alignment (REPA; Yu et al., 2025, "Representation Alignment for
+  Generation: Training Diffusion Transformers Is Easier Than You Think"): with
+  ``repa_from`` naming a contrastive hub folder, a small MLP maps the UNet's mid-block
+  features of the *noisy* image onto the frozen vision tower's patch tokens of the *clean*
+  image, and ``repa_weight`` x (1 - cosine) joins the loss. The generator then borrows
+  what the contrastive head already learnt to see (shapes, counts) instead of finding it
+  from the pixel loss alone. The MLP is for training only; exports hold the UNet.
 
 The text encoder is frozen (as in AltDiffusion and Stable Diffusion) unless
 ``freeze_text: false``.
@@ -28,6 +35,7 @@ The text encoder is frozen (as in AltDiffusion and Stable Diffusion) unless
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -118,6 +126,9 @@ class Text2ImageSystem(L.LightningModule):
         learning_rate: peak AdamW learning rate (cosine decay after warm-up).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps.
+        repa_from: contrastive hub folder whose frozen vision tower's patch tokens the
+            UNet's mid-block features are aligned to (REPA); None: no alignment.
+        repa_weight: weight of the alignment loss (REPA's lambda; 0.5 in the paper).
     """
 
     def __init__(
@@ -141,6 +152,8 @@ class Text2ImageSystem(L.LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        repa_from: Optional[str] = None,
+        repa_weight: float = 0.5,
     ):
         super().__init__()
         from diffusers import DDPMScheduler
@@ -159,6 +172,8 @@ class Text2ImageSystem(L.LightningModule):
             raise ValueError(f"logit_std={logit_std}; expected a positive standard deviation")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}; expected a probability in [0, 1)")
+        if repa_weight < 0:
+            raise ValueError(f"repa_weight={repa_weight}; expected a weight >= 0")
         self.save_hyperparameters()
         self.hparams["unet"], self.hparams["text"] = asdict(unet), asdict(text)
 
@@ -192,6 +207,10 @@ class Text2ImageSystem(L.LightningModule):
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type
         )
+        self.repa_vision = self.repa_projector = None
+        self._mid_features: Optional[torch.Tensor] = None
+        if repa_from is not None:
+            self._build_repa(repa_from, unet)
         null = self.tokenizer("", return_tensors="pt")["input_ids"][0]  # e.g. [<s>, </s>]
         self.register_buffer("null_ids", null.long(), persistent=False)
 
@@ -216,6 +235,42 @@ class Text2ImageSystem(L.LightningModule):
         self.unet.load_state_dict({**own, **kept})
         if fresh:
             print(f"init_unet: {len(fresh)} text-projection weights start fresh (new text encoder width): {fresh}")
+
+    def _build_repa(self, repa_from: str, unet: UNetConfig) -> None:
+        from babeltower.models.hub import load_vision_tower
+
+        if not (Path(repa_from) / "vision_model").is_dir():
+            raise FileNotFoundError(
+                f"repa_from={repa_from!r} is not a contrastive hub folder with vision_model/ "
+                "(written by `babeltower export` of a contrastive checkpoint)"
+            )
+        if self.vae is not None:
+            raise ValueError("repa_from aligns pixel-space UNet features to the vision tower's input; unset vae")
+        self.repa_vision = load_vision_tower(repa_from).requires_grad_(False).eval()
+        self.repa_vision.vit.output_tokens = True  # open_clip returns (pooled, patch tokens)
+        width, hidden = self.repa_vision.config.width, 4 * unet.block_out_channels[-1]
+        # REPA's projector: a 3-layer MLP with SiLU, applied per spatial position.
+        self.repa_projector = torch.nn.Sequential(
+            torch.nn.Linear(unet.block_out_channels[-1], hidden), torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, width),
+        )
+        self.unet.mid_block.register_forward_hook(self._keep_mid_features)
+
+    def _keep_mid_features(self, module, inputs, output) -> None:
+        self._mid_features = output if self.training else None
+
+    def repa_loss(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """1 - cosine between the projected mid-block features of the last UNet call and the
+        frozen vision tower's patch tokens of the clean images, averaged over positions."""
+        features = self._mid_features  # (B, C, h, w), from the noisy images
+        self._mid_features = None
+        with torch.no_grad():
+            _, tokens = self.repa_vision(pixel_values)  # (B, N, width), N = grid x grid
+        side = math.isqrt(tokens.shape[1])
+        if features.shape[-1] != side or features.shape[-2] != side:
+            features = F.adaptive_avg_pool2d(features, side)
+        projected = self.repa_projector(features.flatten(2).transpose(1, 2))  # (B, N, width)
+        return (1 - F.cosine_similarity(projected.float(), tokens.float(), dim=-1)).mean()
 
     def _apply_trainable(self, trainable: str) -> None:
         patterns = TRAINABLE[trainable]
@@ -252,6 +307,8 @@ class Text2ImageSystem(L.LightningModule):
             self.ema_unet.eval()
         if self.vae is not None:
             self.vae.eval()
+        if self.repa_vision is not None:
+            self.repa_vision.eval()
         return self
 
     # ---------------------------------------------------------------------- training
@@ -318,7 +375,12 @@ class Text2ImageSystem(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.diffusion_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if self.repa_projector is not None:
+            align = self.repa_loss(batch["pixel_values"])
+            self.log("train/repa", align, prog_bar=True, batch_size=size)
+            loss = loss + self.hparams.repa_weight * align
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -346,6 +408,8 @@ class Text2ImageSystem(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.unet.parameters() if p.requires_grad]
+        if self.repa_projector is not None:
+            params += list(self.repa_projector.parameters())
         if not self.hparams.freeze_text:
             params += [p for p in self.text_encoder.parameters() if p.requires_grad]
         return adamw_with_cosine(self, params, eps=1e-8, min_lr_ratio=0.1)

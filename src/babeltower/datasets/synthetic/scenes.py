@@ -24,9 +24,10 @@ from __future__ import annotations
 import io
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 from PIL import Image, ImageDraw
 
@@ -35,6 +36,12 @@ COLOURS: list[str] = ["red", "green", "blue", "yellow", "purple", "orange"]
 COUNTS: list[int] = [1, 2, 3]
 POSITIONS: list[str] = ["left", "right", "top", "bottom", "center"]
 SIZES: list[str] = ["small", "large"]
+
+#: Colours the captions of every language and both picture styles know beyond
+#: :data:`COLOURS`, for data that opts in (``extra_colours=``, ``data synth scenes
+#: --extra-colours``): brown, the seventh colour of the emoji circles, squares and hearts.
+#: Not in :data:`ATTRIBUTES`, so attribute prompts, the judge and VQA keep six colours.
+EXTRA_COLOURS: list[str] = ["brown"]
 
 #: Attribute name -> values, as used by :func:`attribute_prompt` (counts as strings).
 ATTRIBUTES: dict[str, list[str]] = {
@@ -56,6 +63,7 @@ _RGB: dict[str, tuple[int, int, int]] = {
     "yellow": (235, 195, 0),
     "purple": (135, 55, 180),
     "orange": (245, 125, 15),
+    "brown": (125, 80, 45),
 }
 
 # Object diameter as a fraction of the image side.
@@ -79,7 +87,7 @@ class SceneSpec:
 
     Attributes:
         shape: One of ``SHAPES``.
-        colour: One of ``COLOURS``.
+        colour: One of ``COLOURS`` or ``EXTRA_COLOURS``.
         count: Number of objects, 1-3.
         position: Region of the image, one of ``POSITIONS``.
         size: ``"small"`` or ``"large"``.
@@ -94,7 +102,8 @@ class SceneSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, allowed in (("shape", SHAPES), ("colour", COLOURS), ("position", POSITIONS), ("size", SIZES)):
+        for name, allowed in (("shape", SHAPES), ("colour", COLOURS + EXTRA_COLOURS), ("position", POSITIONS),
+                              ("size", SIZES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SceneSpec.{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.count not in COUNTS:
@@ -177,6 +186,7 @@ _SHADES: dict[str, list[tuple[int, int, int]]] = {
     "yellow": [(253, 216, 53), (255, 204, 77), (255, 235, 59), (250, 200, 20)],
     "purple": [(171, 71, 188), (170, 142, 214), (156, 39, 176), (123, 31, 162)],
     "orange": [(255, 152, 0), (244, 144, 12), (251, 140, 0), (255, 112, 67)],
+    "brown": [(141, 110, 99), (121, 85, 72), (93, 64, 55), (160, 100, 60)],
 }
 
 
@@ -313,6 +323,16 @@ def render_scene(spec: SceneSpec, image_size: int = 64, style: str = "plain") ->
 
 # ----------------------------------------------------------------------------- captions
 
+#: How a captioner gets a word: ``pick(kind, key, entry)`` returns the language table's own
+#: ``entry`` for ``kind`` ("shape", "colour", "size") and ``key``, or one of its synonyms
+#: (:data:`_SYNONYMS`) in the same grammatical format.
+_Pick = Callable[[str, str, Any], Any]
+
+
+def _table_word(kind: str, key: str, entry: Any) -> Any:
+    return entry
+
+
 _EN_SHAPES = {
     "circle": ("circle", "circles"),
     "square": ("square", "squares"),
@@ -325,8 +345,8 @@ _EN_POSITIONS = {"left": "on the left", "right": "on the right", "top": "at the 
 _EN_NUMBERS = {1: "one", 2: "two", 3: "three"}
 
 
-def _caption_en(s: SceneSpec) -> str:
-    noun = _EN_SHAPES[s.shape][0 if s.count == 1 else 1]
+def _caption_en(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    noun = pick("shape", s.shape, _EN_SHAPES[s.shape])[0 if s.count == 1 else 1]
     return f"{_EN_NUMBERS[s.count]} {s.size} {s.colour} {noun} {_EN_POSITIONS[s.position]}"
 
 
@@ -341,22 +361,32 @@ _DE_SHAPES = {  # noun, plural, gender
     "diamond": ("Raute", "Rauten", "f"),
     "heart": ("Herz", "Herzen", "n"),
 }
-_DE_COLOURS = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "violett", "orange": "orangefarben"}
+_DE_COLOURS = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "violett", "orange": "orangefarben",
+               "brown": "braun"}
 _DE_SIZES = {"small": "klein", "large": "groß"}
 _DE_POSITIONS = {"left": "links", "right": "rechts", "top": "oben", "bottom": "unten", "center": "in der Mitte"}
 _DE_ENDINGS_AFTER_EIN = {"m": "er", "n": "es", "f": "e"}
 _DE_NUMBERS = {2: "zwei", 3: "drei"}
+#: Colour words that take no endings ("ein lila Quadrat").
+_DE_INDECLINABLE = {"lila"}
 
 
-def _caption_de(s: SceneSpec) -> str:
-    singular, plural, gender = _DE_SHAPES[s.shape]
-    size, colour = _DE_SIZES[s.size], _DE_COLOURS[s.colour]
+def _de_inflect(stem: str, ending: str) -> str:
+    """Adjective stem + ending; "orange" + "e" stays "orange", "lila" takes none."""
+    if stem in _DE_INDECLINABLE:
+        return stem
+    return stem + ending[1:] if stem.endswith("e") and ending.startswith("e") else stem + ending
+
+
+def _caption_de(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, plural, gender = pick("shape", s.shape, _DE_SHAPES[s.shape])
+    size, colour = _DE_SIZES[s.size], pick("colour", s.colour, _DE_COLOURS[s.colour])
     if s.count == 1:
         ending = _DE_ENDINGS_AFTER_EIN[gender]
         article = "eine" if gender == "f" else "ein"
-        phrase = f"{article} {size}{ending} {colour}{ending} {singular}"
+        phrase = f"{article} {_de_inflect(size, ending)} {_de_inflect(colour, ending)} {singular}"
     else:
-        phrase = f"{_DE_NUMBERS[s.count]} {size}e {colour}e {plural}"
+        phrase = f"{_DE_NUMBERS[s.count]} {_de_inflect(size, 'e')} {_de_inflect(colour, 'e')} {plural}"
     return f"{phrase} {_DE_POSITIONS[s.position]}"
 
 
@@ -377,6 +407,7 @@ _FR_COLOURS = {  # (m sg, f sg, m pl, f pl)
     "yellow": ("jaune", "jaune", "jaunes", "jaunes"),
     "purple": ("violet", "violette", "violets", "violettes"),
     "orange": ("orange", "orange", "orange", "orange"),
+    "brown": ("marron", "marron", "marron", "marron"),
 }
 _FR_SIZES = {"small": ("petit", "petite", "petits", "petites"), "large": ("grand", "grande", "grands", "grandes")}
 _FR_POSITIONS = {"left": "à gauche", "right": "à droite", "top": "en haut", "bottom": "en bas", "center": "au centre"}
@@ -386,12 +417,12 @@ def _fr_form(forms: tuple[str, str, str, str], gender: str, plural: bool) -> str
     return forms[(2 if plural else 0) + (1 if gender == "f" else 0)]
 
 
-def _caption_fr(s: SceneSpec) -> str:
-    singular, plural_noun, gender = _FR_SHAPES[s.shape]
+def _caption_fr(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, plural_noun, gender = pick("shape", s.shape, _FR_SHAPES[s.shape])
     plural = s.count > 1
     number = {1: "un" if gender == "m" else "une", 2: "deux", 3: "trois"}[s.count]
     size = _fr_form(_FR_SIZES[s.size], gender, plural)
-    colour = _fr_form(_FR_COLOURS[s.colour], gender, plural)
+    colour = _fr_form(pick("colour", s.colour, _FR_COLOURS[s.colour]), gender, plural)
     noun = plural_noun if plural else singular
     return f"{number} {size} {noun} {colour} {_FR_POSITIONS[s.position]}"
 
@@ -413,16 +444,17 @@ _ES_COLOURS = {  # (m sg, f sg, m pl, f pl)
     "yellow": ("amarillo", "amarilla", "amarillos", "amarillas"),
     "purple": ("morado", "morada", "morados", "moradas"),
     "orange": ("naranja", "naranja", "naranja", "naranja"),
+    "brown": ("marrón", "marrón", "marrones", "marrones"),
 }
 _ES_SIZES = {"small": ("pequeño", "pequeña", "pequeños", "pequeñas"), "large": ("grande", "grande", "grandes", "grandes")}
 _ES_POSITIONS = {"left": "a la izquierda", "right": "a la derecha", "top": "arriba", "bottom": "abajo", "center": "en el centro"}
 
 
-def _caption_es(s: SceneSpec) -> str:
-    singular, plural_noun, gender = _ES_SHAPES[s.shape]
+def _caption_es(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, plural_noun, gender = pick("shape", s.shape, _ES_SHAPES[s.shape])
     plural = s.count > 1
     number = {1: "un" if gender == "m" else "una", 2: "dos", 3: "tres"}[s.count]
-    colour = _fr_form(_ES_COLOURS[s.colour], gender, plural)
+    colour = _fr_form(pick("colour", s.colour, _ES_COLOURS[s.colour]), gender, plural)
     size = _fr_form(_ES_SIZES[s.size], gender, plural)
     noun = plural_noun if plural else singular
     return f"{number} {noun} {colour} {size} {_ES_POSITIONS[s.position]}"
@@ -446,15 +478,17 @@ _RU_ADJECTIVES = {  # nom sg m, nom sg f, nom sg n, nom pl, gen pl
     "yellow": ("жёлтый", "жёлтая", "жёлтое", "жёлтые", "жёлтых"),
     "purple": ("фиолетовый", "фиолетовая", "фиолетовое", "фиолетовые", "фиолетовых"),
     "orange": ("оранжевый", "оранжевая", "оранжевое", "оранжевые", "оранжевых"),
+    "brown": ("коричневый", "коричневая", "коричневое", "коричневые", "коричневых"),
     "small": ("маленький", "маленькая", "маленькое", "маленькие", "маленьких"),
     "large": ("большой", "большая", "большое", "большие", "больших"),
 }
 _RU_POSITIONS = {"left": "слева", "right": "справа", "top": "сверху", "bottom": "снизу", "center": "в центре"}
 
 
-def _caption_ru(s: SceneSpec) -> str:
-    nominative, genitive, gender = _RU_SHAPES[s.shape]
-    size, colour = _RU_ADJECTIVES[s.size], _RU_ADJECTIVES[s.colour]
+def _caption_ru(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    nominative, genitive, gender = pick("shape", s.shape, _RU_SHAPES[s.shape])
+    size = pick("size", s.size, _RU_ADJECTIVES[s.size])
+    colour = pick("colour", s.colour, _RU_ADJECTIVES[s.colour])
     if s.count == 1:
         slot = {"m": 0, "f": 1, "n": 2}[gender]
         number = {"m": "один", "f": "одна", "n": "одно"}[gender]
@@ -484,15 +518,16 @@ _AR_ADJECTIVES = {  # m sg, f sg, m dual, f dual
     "yellow": ("أصفر", "صفراء", "أصفران", "صفراوان"),
     "purple": ("بنفسجي", "بنفسجية", "بنفسجيان", "بنفسجيتان"),
     "orange": ("برتقالي", "برتقالية", "برتقاليان", "برتقاليتان"),
+    "brown": ("بني", "بنية", "بنيان", "بنيتان"),
     "small": ("صغير", "صغيرة", "صغيران", "صغيرتان"),
     "large": ("كبير", "كبيرة", "كبيران", "كبيرتان"),
 }
 _AR_POSITIONS = {"left": "على اليسار", "right": "على اليمين", "top": "في الأعلى", "bottom": "في الأسفل", "center": "في الوسط"}
 
 
-def _caption_ar(s: SceneSpec) -> str:
-    singular, dual, plural, gender = _AR_SHAPES[s.shape]
-    colour, size = _AR_ADJECTIVES[s.colour], _AR_ADJECTIVES[s.size]
+def _caption_ar(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, dual, plural, gender = pick("shape", s.shape, _AR_SHAPES[s.shape])
+    colour, size = pick("colour", s.colour, _AR_ADJECTIVES[s.colour]), _AR_ADJECTIVES[s.size]
     feminine = gender == "f"
     if s.count == 1:
         slot = 1 if feminine else 0
@@ -523,6 +558,7 @@ _HI_ADJECTIVES = {  # m sg, m pl, f
     "yellow": ("पीला", "पीले", "पीली"),
     "purple": ("बैंगनी", "बैंगनी", "बैंगनी"),
     "orange": ("नारंगी", "नारंगी", "नारंगी"),
+    "brown": ("भूरा", "भूरे", "भूरी"),
     "small": ("छोटा", "छोटे", "छोटी"),
     "large": ("बड़ा", "बड़े", "बड़ी"),
 }
@@ -530,7 +566,7 @@ _HI_POSITIONS = {"left": "बाईं ओर", "right": "दाईं ओर", 
 _HI_NUMBERS = {1: "एक", 2: "दो", 3: "तीन"}
 
 
-def _caption_hi(s: SceneSpec) -> str:
+def _caption_hi(s: SceneSpec, pick: _Pick = _table_word) -> str:
     slot = 0 if s.count == 1 else 1
     noun = _HI_SHAPES[s.shape][slot]
     size, colour = _HI_ADJECTIVES[s.size][slot], _HI_ADJECTIVES[s.colour][slot]
@@ -539,43 +575,46 @@ def _caption_hi(s: SceneSpec) -> str:
 
 # Korean: position + 에, attributive adjectives, noun, native number + counter 개.
 _KO_SHAPES = {"circle": "원", "square": "정사각형", "triangle": "삼각형", "star": "별", "diamond": "마름모", "heart": "하트"}
-_KO_COLOURS = {"red": "빨간", "green": "초록색", "blue": "파란", "yellow": "노란", "purple": "보라색", "orange": "주황색"}
+_KO_COLOURS = {"red": "빨간", "green": "초록색", "blue": "파란", "yellow": "노란", "purple": "보라색", "orange": "주황색",
+               "brown": "갈색"}
 _KO_SIZES = {"small": "작은", "large": "큰"}
 _KO_POSITIONS = {"left": "왼쪽에", "right": "오른쪽에", "top": "위쪽에", "bottom": "아래쪽에", "center": "가운데에"}
 _KO_NUMBERS = {1: "한", 2: "두", 3: "세"}
 
 
-def _caption_ko(s: SceneSpec) -> str:
+def _caption_ko(s: SceneSpec, pick: _Pick = _table_word) -> str:
     return (
-        f"{_KO_POSITIONS[s.position]} {_KO_SIZES[s.size]} {_KO_COLOURS[s.colour]} "
-        f"{_KO_SHAPES[s.shape]} {_KO_NUMBERS[s.count]} 개"
+        f"{_KO_POSITIONS[s.position]} {_KO_SIZES[s.size]} {pick('colour', s.colour, _KO_COLOURS[s.colour])} "
+        f"{pick('shape', s.shape, _KO_SHAPES[s.shape])} {_KO_NUMBERS[s.count]} 개"
     )
 
 
 # Chinese: numeral + measure word 个, colour + 的, size, shape noun, 在 + position.
 _ZH_SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形", "diamond": "菱形", "heart": "心形"}
-_ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色"}
+_ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色", "brown": "棕色"}
 _ZH_SIZES = {"small": "小", "large": "大"}
 _ZH_POSITIONS = {"left": "左边", "right": "右边", "top": "上面", "bottom": "下面", "center": "中间"}
 _ZH_NUMBERS = {1: "一", 2: "两", 3: "三"}
 
 
-def _caption_zh(s: SceneSpec) -> str:
-    return f"{_ZH_NUMBERS[s.count]}个{_ZH_COLOURS[s.colour]}的{_ZH_SIZES[s.size]}{_ZH_SHAPES[s.shape]}在{_ZH_POSITIONS[s.position]}"
+def _caption_zh(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    colour, shape = pick("colour", s.colour, _ZH_COLOURS[s.colour]), pick("shape", s.shape, _ZH_SHAPES[s.shape])
+    return f"{_ZH_NUMBERS[s.count]}个{colour}的{_ZH_SIZES[s.size]}{shape}在{_ZH_POSITIONS[s.position]}"
 
 
 # Japanese: position に, adjectives, noun が, native counter つ.
 _JA_SHAPES = {"circle": "円", "square": "正方形", "triangle": "三角形", "star": "星", "diamond": "ひし形", "heart": "ハート"}
-_JA_COLOURS = {"red": "赤い", "green": "緑の", "blue": "青い", "yellow": "黄色い", "purple": "紫の", "orange": "オレンジ色の"}
+_JA_COLOURS = {"red": "赤い", "green": "緑の", "blue": "青い", "yellow": "黄色い", "purple": "紫の", "orange": "オレンジ色の",
+               "brown": "茶色の"}
 _JA_SIZES = {"small": "小さい", "large": "大きい"}
 _JA_POSITIONS = {"left": "左", "right": "右", "top": "上", "bottom": "下", "center": "中央"}
 _JA_NUMBERS = {1: "一つ", 2: "二つ", 3: "三つ"}
 
 
-def _caption_ja(s: SceneSpec) -> str:
+def _caption_ja(s: SceneSpec, pick: _Pick = _table_word) -> str:
     return (
-        f"{_JA_POSITIONS[s.position]}に{_JA_SIZES[s.size]}{_JA_COLOURS[s.colour]}"
-        f"{_JA_SHAPES[s.shape]}が{_JA_NUMBERS[s.count]}"
+        f"{_JA_POSITIONS[s.position]}に{_JA_SIZES[s.size]}{pick('colour', s.colour, _JA_COLOURS[s.colour])}"
+        f"{pick('shape', s.shape, _JA_SHAPES[s.shape])}が{_JA_NUMBERS[s.count]}"
     )
 
 
@@ -596,17 +635,18 @@ _PT_COLOURS = {  # (m sg, f sg, m pl, f pl)
     "yellow": ("amarelo", "amarela", "amarelos", "amarelas"),
     "purple": ("roxo", "roxa", "roxos", "roxas"),
     "orange": ("laranja", "laranja", "laranja", "laranja"),
+    "brown": ("marrom", "marrom", "marrons", "marrons"),
 }
 _PT_SIZES = {"small": ("pequeno", "pequena", "pequenos", "pequenas"), "large": ("grande", "grande", "grandes", "grandes")}
 _PT_POSITIONS = {"left": "à esquerda", "right": "à direita", "top": "na parte de cima", "bottom": "na parte de baixo",
                  "center": "no centro"}
 
 
-def _caption_pt(s: SceneSpec) -> str:
-    singular, plural_noun, gender = _PT_SHAPES[s.shape]
+def _caption_pt(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, plural_noun, gender = pick("shape", s.shape, _PT_SHAPES[s.shape])
     plural = s.count > 1
     number = {1: "um" if gender == "m" else "uma", 2: "dois" if gender == "m" else "duas", 3: "três"}[s.count]
-    colour = _fr_form(_PT_COLOURS[s.colour], gender, plural)
+    colour = _fr_form(pick("colour", s.colour, _PT_COLOURS[s.colour]), gender, plural)
     size = _fr_form(_PT_SIZES[s.size], gender, plural)
     return f"{number} {plural_noun if plural else singular} {colour} {size} {_PT_POSITIONS[s.position]}"
 
@@ -628,17 +668,18 @@ _IT_COLOURS = {  # (m sg, f sg, m pl, f pl)
     "yellow": ("giallo", "gialla", "gialli", "gialle"),
     "purple": ("viola", "viola", "viola", "viola"),
     "orange": ("arancione", "arancione", "arancioni", "arancioni"),
+    "brown": ("marrone", "marrone", "marroni", "marroni"),
 }
 _IT_SIZES = {"small": ("piccolo", "piccola", "piccoli", "piccole"), "large": ("grande", "grande", "grandi", "grandi")}
 _IT_POSITIONS = {"left": "a sinistra", "right": "a destra", "top": "in alto", "bottom": "in basso", "center": "al centro"}
 
 
-def _caption_it(s: SceneSpec) -> str:
-    singular, plural_noun, gender = _IT_SHAPES[s.shape]
+def _caption_it(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, plural_noun, gender = pick("shape", s.shape, _IT_SHAPES[s.shape])
     plural = s.count > 1
     number = {1: "un" if gender == "m" else "una", 2: "due", 3: "tre"}[s.count]
     size = _fr_form(_IT_SIZES[s.size], gender, plural)
-    colour = _fr_form(_IT_COLOURS[s.colour], gender, plural)
+    colour = _fr_form(pick("colour", s.colour, _IT_COLOURS[s.colour]), gender, plural)
     return f"{number} {size} {plural_noun if plural else singular} {colour} {_IT_POSITIONS[s.position]}"
 
 
@@ -646,45 +687,48 @@ def _caption_it(s: SceneSpec) -> str:
 # numeral stays singular ("iki büyük kırmızı daire").
 _TR_SHAPES = {"circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız", "diamond": "eşkenar dörtgen",
               "heart": "kalp"}
-_TR_COLOURS = {"red": "kırmızı", "green": "yeşil", "blue": "mavi", "yellow": "sarı", "purple": "mor", "orange": "turuncu"}
+_TR_COLOURS = {"red": "kırmızı", "green": "yeşil", "blue": "mavi", "yellow": "sarı", "purple": "mor", "orange": "turuncu",
+               "brown": "kahverengi"}
 _TR_SIZES = {"small": "küçük", "large": "büyük"}
 _TR_POSITIONS = {"left": "solda", "right": "sağda", "top": "üstte", "bottom": "altta", "center": "ortada"}
 _TR_NUMBERS = {1: "bir", 2: "iki", 3: "üç"}
 
 
-def _caption_tr(s: SceneSpec) -> str:
+def _caption_tr(s: SceneSpec, pick: _Pick = _table_word) -> str:
     return (f"{_TR_POSITIONS[s.position]} {_TR_NUMBERS[s.count]} {_TR_SIZES[s.size]} {_TR_COLOURS[s.colour]} "
-            f"{_TR_SHAPES[s.shape]}")
+            f"{pick('shape', s.shape, _TR_SHAPES[s.shape])}")
 
 
 # Indonesian: numeral before the noun, no plural marking after it, colour and size after
 # the noun ("dua lingkaran merah besar di atas").
 _ID_SHAPES = {"circle": "lingkaran", "square": "persegi", "triangle": "segitiga", "star": "bintang",
               "diamond": "belah ketupat", "heart": "hati"}
-_ID_COLOURS = {"red": "merah", "green": "hijau", "blue": "biru", "yellow": "kuning", "purple": "ungu", "orange": "oranye"}
+_ID_COLOURS = {"red": "merah", "green": "hijau", "blue": "biru", "yellow": "kuning", "purple": "ungu", "orange": "oranye",
+               "brown": "cokelat"}
 _ID_SIZES = {"small": "kecil", "large": "besar"}
 _ID_POSITIONS = {"left": "di sebelah kiri", "right": "di sebelah kanan", "top": "di atas", "bottom": "di bawah",
                  "center": "di tengah"}
 _ID_NUMBERS = {1: "satu", 2: "dua", 3: "tiga"}
 
 
-def _caption_id(s: SceneSpec) -> str:
-    return (f"{_ID_NUMBERS[s.count]} {_ID_SHAPES[s.shape]} {_ID_COLOURS[s.colour]} {_ID_SIZES[s.size]} "
-            f"{_ID_POSITIONS[s.position]}")
+def _caption_id(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    shape, colour = pick("shape", s.shape, _ID_SHAPES[s.shape]), pick("colour", s.colour, _ID_COLOURS[s.colour])
+    return f"{_ID_NUMBERS[s.count]} {shape} {colour} {_ID_SIZES[s.size]} {_ID_POSITIONS[s.position]}"
 
 
 # Vietnamese: numeral, the shape noun with its classifier word ("hình", "ngôi"), size, then
 # "màu" + colour; nouns do not inflect for number.
 _VI_SHAPES = {"circle": "hình tròn", "square": "hình vuông", "triangle": "hình tam giác", "star": "ngôi sao",
               "diamond": "hình thoi", "heart": "hình trái tim"}
-_VI_COLOURS = {"red": "đỏ", "green": "xanh lá", "blue": "xanh dương", "yellow": "vàng", "purple": "tím", "orange": "cam"}
+_VI_COLOURS = {"red": "đỏ", "green": "xanh lá", "blue": "xanh dương", "yellow": "vàng", "purple": "tím", "orange": "cam",
+               "brown": "nâu"}
 _VI_SIZES = {"small": "nhỏ", "large": "lớn"}
 _VI_POSITIONS = {"left": "ở bên trái", "right": "ở bên phải", "top": "ở phía trên", "bottom": "ở phía dưới",
                  "center": "ở giữa"}
 _VI_NUMBERS = {1: "một", 2: "hai", 3: "ba"}
 
 
-def _caption_vi(s: SceneSpec) -> str:
+def _caption_vi(s: SceneSpec, pick: _Pick = _table_word) -> str:
     return (f"{_VI_NUMBERS[s.count]} {_VI_SHAPES[s.shape]} {_VI_SIZES[s.size]} màu {_VI_COLOURS[s.colour]} "
             f"{_VI_POSITIONS[s.position]}")
 
@@ -707,18 +751,78 @@ _EL_ADJECTIVES = {  # (m sg, f sg, n sg, m pl, f pl, n pl)
     "yellow": ("κίτρινος", "κίτρινη", "κίτρινο", "κίτρινοι", "κίτρινες", "κίτρινα"),
     "purple": ("μωβ",) * 6,
     "orange": ("πορτοκαλί",) * 6,
+    "brown": ("καφέ",) * 6,
     "small": ("μικρός", "μικρή", "μικρό", "μικροί", "μικρές", "μικρά"),
     "large": ("μεγάλος", "μεγάλη", "μεγάλο", "μεγάλοι", "μεγάλες", "μεγάλα"),
 }
 _EL_POSITIONS = {"left": "αριστερά", "right": "δεξιά", "top": "πάνω", "bottom": "κάτω", "center": "στο κέντρο"}
 
 
-def _caption_el(s: SceneSpec) -> str:
-    singular, plural_noun, gender = _EL_SHAPES[s.shape]
+def _caption_el(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    singular, plural_noun, gender = pick("shape", s.shape, _EL_SHAPES[s.shape])
     slot = {"m": 0, "f": 1, "n": 2}[gender] + (3 if s.count > 1 else 0)
     number = {1: {"m": "ένας", "f": "μία", "n": "ένα"}[gender], 2: "δύο", 3: "τρία" if gender == "n" else "τρεις"}[s.count]
     size, colour = _EL_ADJECTIVES[s.size][slot], _EL_ADJECTIVES[s.colour][slot]
     return f"{number} {size} {colour} {plural_noun if s.count > 1 else singular} {_EL_POSITIONS[s.position]}"
+
+
+# Persian: numeral, the noun (singular after a numeral), then colour and size, linked by
+# the ezafe, which is pronounced but not written after a consonant ("دو دایره قرمز بزرگ
+# در سمت چپ"); position last.
+_FA_SHAPES = {"circle": "دایره", "square": "مربع", "triangle": "مثلث", "star": "ستاره", "diamond": "لوزی", "heart": "قلب"}
+_FA_COLOURS = {"red": "قرمز", "green": "سبز", "blue": "آبی", "yellow": "زرد", "purple": "بنفش", "orange": "نارنجی",
+               "brown": "قهوه\u200cای"}
+_FA_SIZES = {"small": "کوچک", "large": "بزرگ"}
+_FA_POSITIONS = {"left": "در سمت چپ", "right": "در سمت راست", "top": "در بالا", "bottom": "در پایین", "center": "در وسط"}
+_FA_NUMBERS = {1: "یک", 2: "دو", 3: "سه"}
+
+
+def _caption_fa(s: SceneSpec, pick: _Pick = _table_word) -> str:
+    shape, colour = pick("shape", s.shape, _FA_SHAPES[s.shape]), pick("colour", s.colour, _FA_COLOURS[s.colour])
+    return f"{_FA_NUMBERS[s.count]} {shape} {colour} {_FA_SIZES[s.size]} {_FA_POSITIONS[s.position]}"
+
+
+#: Other words native speakers use for the same shape or colour, in the format of the
+#: language's own table (noun forms and gender, adjective forms): "Punkt" and "Scheibe"
+#: beside "Kreis", "disque" beside "cercle", 方块 beside 正方形, 四角 beside 正方形,
+#: "karo" and "wajik" beside the geometric terms, Russian голубой (light blue) beside
+#: синий. Used by :func:`caption` with ``rng=`` (``data synth scenes --wording varied``), so
+#: a model trained on the scenes is not lost on the other word; without ``rng`` a caption
+#: keeps its table's word. The emoji's CLDR names (datasets/synthetic/emoji.py) showed
+#: which everyday words the fixed grammar lacked; the lists here go beyond them.
+_SYNONYMS: dict[str, dict[str, dict[str, list]]] = {
+    "en": {"shape": {"circle": [("disc", "discs"), ("dot", "dots")], "diamond": [("rhombus", "rhombuses")]}},
+    "de": {
+        "shape": {"circle": [("Punkt", "Punkte", "m"), ("Scheibe", "Scheiben", "f")],
+                  "square": [("Viereck", "Vierecke", "n")], "diamond": [("Rhombus", "Rhomben", "m")]},
+        "colour": {"purple": ["lila"], "orange": ["orange"]},
+    },
+    "fr": {"shape": {"circle": [("disque", "disques", "m"), ("rond", "ronds", "m")]}},
+    "es": {"shape": {"circle": [("disco", "discos", "m")]},
+           "colour": {"purple": [("violeta",) * 4], "brown": [("café",) * 4]}},
+    "pt": {"shape": {"circle": [("disco", "discos", "m")]}, "colour": {"purple": [("violeta",) * 4]}},
+    "it": {"shape": {"circle": [("disco", "dischi", "m")]}},
+    "ru": {
+        "shape": {"circle": [("кружок", "кружка", "m")]},
+        "colour": {"blue": [("голубой", "голубая", "голубое", "голубые", "голубых")]},
+        "size": {"small": [("небольшой", "небольшая", "небольшое", "небольшие", "небольших")]},
+    },
+    "ar": {"shape": {"diamond": [("ماسة", "ماستان", "ماسات", "f")]},
+           "colour": {"purple": [("أرجواني", "أرجوانية", "أرجوانيان", "أرجوانيتان")]}},
+    "ko": {"shape": {"circle": ["동그라미"], "square": ["사각형", "네모"]},
+           "colour": {"red": ["빨간색"], "green": ["녹색"], "yellow": ["노란색"], "blue": ["파란색"], "orange": ["오렌지색"]}},
+    "zh": {"shape": {"circle": ["圆", "圆圈"], "square": ["方块", "方形"], "heart": ["心", "爱心"], "star": ["星星"]},
+           "colour": {"brown": ["褐色", "咖啡色"]}},
+    "ja": {"shape": {"circle": ["丸"], "square": ["四角", "四角形"]},
+           "colour": {"orange": ["オレンジの"], "yellow": ["黄色の"], "brown": ["茶色い"]}},
+    "tr": {"shape": {"circle": ["yuvarlak"], "diamond": ["karo"]}},
+    "id": {"shape": {"square": ["bujur sangkar"], "diamond": ["wajik"]}, "colour": {"orange": ["jingga"], "brown": ["coklat"]}},
+    "fa": {"colour": {"red": ["سرخ"], "brown": ["قهوه ای"]}},
+}
+
+#: Wordings of :func:`write_scene_shards`: "fixed" (each language's table words) or
+#: "varied" (a synonym from :data:`_SYNONYMS` drawn per caption).
+WORDINGS: tuple[str, ...] = ("fixed", "varied")
 
 
 _CAPTIONERS = {
@@ -738,12 +842,13 @@ _CAPTIONERS = {
     "id": _caption_id,
     "vi": _caption_vi,
     "el": _caption_el,
+    "fa": _caption_fa,
 }
 
 #: Caption languages added for measuring cross-lingual transfer (AltCLIP's claim): captions
 #: (:func:`caption`) only, no code-mixed captions or attribute prompts; not in ``LANGUAGES``,
 #: so the default data and the main job are unchanged; pass them in ``languages=``.
-EXTRA_LANGUAGES: list[str] = ["pt", "it", "tr", "id", "vi", "el"]
+EXTRA_LANGUAGES: list[str] = ["pt", "it", "tr", "id", "vi", "el", "fa"]
 
 #: Every language :func:`caption` knows.
 ALL_LANGUAGES: list[str] = LANGUAGES + EXTRA_LANGUAGES
@@ -754,21 +859,31 @@ def _check_language(lang: str) -> None:
         raise ValueError(f"no synthetic-scene captions for language {lang!r}; available: {ALL_LANGUAGES}")
 
 
-def caption(spec: SceneSpec, lang: str) -> str:
+def caption(spec: SceneSpec, lang: str, rng: Optional[random.Random] = None) -> str:
     """Describes a scene in one language.
 
     Args:
         spec: The scene.
-        lang: One of ``LANGUAGES``.
+        lang: One of ``ALL_LANGUAGES``.
+        rng: Draws each shape, colour or size word from the table's word and its synonyms
+            (:data:`_SYNONYMS`, in the same grammar); None keeps the table's word.
 
     Returns:
         A grammatical noun phrase naming count, size, colour, shape and position.
 
     Raises:
-        ValueError: If ``lang`` is not one of ``LANGUAGES``.
+        ValueError: If ``lang`` is not one of ``ALL_LANGUAGES``.
     """
     _check_language(lang)
-    return _CAPTIONERS[lang](spec)
+    if rng is None:
+        return _CAPTIONERS[lang](spec)
+    synonyms = _SYNONYMS.get(lang, {})
+
+    def pick(kind: str, key: str, entry: Any) -> Any:
+        others = synonyms.get(kind, {}).get(key)
+        return rng.choice([entry, *others]) if others else entry
+
+    return _CAPTIONERS[lang](spec, pick)
 
 
 # ------------------------------------------------------------------- code-mixed captions
@@ -984,7 +1099,7 @@ _PROMPTS: dict[str, dict[str, dict[str, str]]] = {
 
 
 # Label prompts of EXTRA_LANGUAGES, with each language's generic word for "shape": pt/it
-# forma (f), tr şekil, id bentuk, vi hình, el σχήμα (n).
+# forma (f), tr şekil, id bentuk, vi hình, el σχήμα (n), fa شکل.
 _PROMPTS.update({
     "pt": {
         "colour": {c: f"uma forma {_PT_COLOURS[c][1]}" for c in COLOURS},
@@ -1027,6 +1142,13 @@ _PROMPTS.update({
         "count": {"1": "ένα σχήμα", "2": "δύο σχήματα", "3": "τρία σχήματα"},
         "position": {p: f"ένα σχήμα {phrase}" for p, phrase in _EL_POSITIONS.items()},
         "size": {"small": "ένα μικρό σχήμα", "large": "ένα μεγάλο σχήμα"},
+    },
+    "fa": {
+        "colour": {c: f"یک شکل {_FA_COLOURS[c]}" for c in COLOURS},
+        "shape": {k: f"یک {v}" for k, v in _FA_SHAPES.items()},
+        "count": {"1": "یک شکل", "2": "دو شکل", "3": "سه شکل"},
+        "position": {p: f"یک شکل {phrase}" for p, phrase in _FA_POSITIONS.items()},
+        "size": {"small": "یک شکل کوچک", "large": "یک شکل بزرگ"},
     },
 })
 
@@ -1081,6 +1203,12 @@ def attribute_prompt_ensemble(attribute: str, value: str, lang: str, num_caption
 # ------------------------------------------------------------------------------- splits
 
 
+def _check_extra_colours(extra_colours: Sequence[str]) -> None:
+    unknown = [c for c in extra_colours if c not in EXTRA_COLOURS]
+    if unknown:
+        raise ValueError(f"extra colours {unknown} unknown; the scenes know {EXTRA_COLOURS} beyond {COLOURS}")
+
+
 def heldout_combinations(seed: int = 0) -> set[tuple[str, str]]:
     """The (colour, shape) pairs that never appear in training scenes.
 
@@ -1110,7 +1238,7 @@ def heldout_combinations(seed: int = 0) -> set[tuple[str, str]]:
     return chosen
 
 
-def sample_scenes(num: int, split: str, seed: int = 0) -> Iterator[SceneSpec]:
+def sample_scenes(num: int, split: str, seed: int = 0, extra_colours: Sequence[str] = ()) -> Iterator[SceneSpec]:
     """Draws scene specs for one split.
 
     Args:
@@ -1118,6 +1246,10 @@ def sample_scenes(num: int, split: str, seed: int = 0) -> Iterator[SceneSpec]:
         split: ``"train"`` (combinations outside :func:`heldout_combinations`) or
             ``"val"`` (only held-out combinations).
         seed: Seed of the whole dataset; the same (num, split, seed) gives the same scenes.
+        extra_colours: Colours of :data:`EXTRA_COLOURS` to draw beside :data:`COLOURS`,
+            with every shape, in the ``train`` split only (the held-out combinations are
+            drawn among :data:`COLOURS`, so ``val`` is unchanged). Empty: the same scenes
+            as before extra colours existed.
 
     Yields:
         Scene specs; each carries its own derived seed for rendering.
@@ -1127,8 +1259,11 @@ def sample_scenes(num: int, split: str, seed: int = 0) -> Iterator[SceneSpec]:
     """
     if split not in ("train", "val"):
         raise ValueError(f"unknown scene split {split!r}; expected 'train' or 'val'")
+    _check_extra_colours(extra_colours)
     heldout = heldout_combinations(seed)
     pairs = sorted(heldout) if split == "val" else sorted(set((c, s) for c in COLOURS for s in SHAPES) - heldout)
+    if split == "train":
+        pairs += [(c, s) for c in extra_colours for s in SHAPES]
     rng = random.Random(f"scenes:{seed}:{split}")
     for _ in range(num):
         colour, shape = rng.choice(pairs)
@@ -1153,13 +1288,17 @@ def _encode_png(image: Image.Image) -> bytes:
 
 
 def _scene_samples(
-    num: int, split: str, *, image_size: int, languages: list[str], seed: int, progress: bool, style: str = "plain"
+    num: int, split: str, *, image_size: int, languages: list[str], seed: int, progress: bool, style: str = "plain",
+    extra_colours: Sequence[str] = (), wording: str = "fixed",
 ) -> Iterator[dict]:
     from tqdm.auto import tqdm
 
-    specs = sample_scenes(num, split, seed)
+    specs = sample_scenes(num, split, seed, extra_colours)
     for index, spec in enumerate(tqdm(specs, total=num, desc=f"scenes/{split}", unit="scene", disable=not progress)):
-        captions = {lang: caption(spec, lang) for lang in languages}
+        captions = {
+            lang: caption(spec, lang, random.Random(f"wording:{spec.seed}:{lang}") if wording == "varied" else None)
+            for lang in languages
+        }
         lang = languages[index % len(languages)]
         yield {
             "__key__": f"{split}-{index:08d}",
@@ -1187,6 +1326,8 @@ def write_scene_shards(
     overwrite: bool = False,
     progress: bool = True,
     style: str = "plain",
+    extra_colours: Sequence[str] = (),
+    wording: str = "fixed",
 ) -> dict[str, list[Path]]:
     """Writes train and val shards of synthetic scenes.
 
@@ -1205,6 +1346,10 @@ def write_scene_shards(
         overwrite: Replace existing shards instead of refusing.
         progress: Show a tqdm progress bar.
         style: Picture style, "plain" or "varied" (see :func:`render_scene`).
+        extra_colours: Colours of :data:`EXTRA_COLOURS` added to the train split (see
+            :func:`sample_scenes`).
+        wording: "fixed" or "varied" (:data:`WORDINGS`): with "varied" every caption draws
+            its shape, colour and size words from the language's synonyms (:func:`caption`).
 
     Returns:
         ``{"train": [...], "val": [...]}`` lists of the written shard paths.
@@ -1222,6 +1367,9 @@ def write_scene_shards(
         raise ValueError(f"write_scene_shards: num_train and num_val must be >= 0, got {num_train} and {num_val}")
     if style not in STYLES:
         raise ValueError(f"write_scene_shards: style must be one of {STYLES}, got {style!r}")
+    _check_extra_colours(extra_colours)
+    if wording not in WORDINGS:
+        raise ValueError(f"write_scene_shards: wording must be one of {WORDINGS}, got {wording!r}")
     out_dir = Path(out_dir)
     written: dict[str, list[Path]] = {}
     for split, num in (("train", num_train), ("val", num_val)):
@@ -1229,7 +1377,7 @@ def write_scene_shards(
             written[split] = []
             continue
         samples = _scene_samples(num, split, image_size=image_size, languages=languages, seed=seed, progress=progress,
-                                 style=style)
+                                 style=style, extra_colours=extra_colours, wording=wording)
         written[split] = write_shards(
             samples, out_dir / split, prefix="shard", max_count=samples_per_shard, overwrite=overwrite
         )
