@@ -767,8 +767,8 @@ def _caption_el(s: SceneSpec, pick: _Pick = _table_word) -> str:
 
 
 # Persian: numeral, the noun (singular after a numeral), then colour and size, linked by
-# the ezafe, which is pronounced but not written after a consonant ("دو دایره قرمز بزرگ
-# در سمت چپ"); position last.
+# the ezafe: a short vowel that ordinary spelling leaves unwritten, also after the silent h
+# of دایره and ستاره, as the CLDR names do ("دو دایره قرمز بزرگ در سمت چپ"); position last.
 _FA_SHAPES = {"circle": "دایره", "square": "مربع", "triangle": "مثلث", "star": "ستاره", "diamond": "لوزی", "heart": "قلب"}
 _FA_COLOURS = {"red": "قرمز", "green": "سبز", "blue": "آبی", "yellow": "زرد", "purple": "بنفش", "orange": "نارنجی",
                "brown": "قهوه\u200cای"}
