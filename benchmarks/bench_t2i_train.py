@@ -3,8 +3,11 @@
 One optimizer step (forward, v-loss, backward, AdamW) of the UNets of
 ``configs/t2i/tiny.yaml`` (cross-attention at 8x8 only) and ``configs/t2i/tiny_quality.yaml``
 (cross-attention at 16x16 and 8x8), on random 32-px pixels and random text states of the
-distilled student's width, at the configs' batch size. Speed does not depend on the
-weights, so both start from random ones; each side is timed in alternation after a warm-up.
+distilled student's width, at the configs' batch size. A third row is the main job's step
+with REPA (``repa_from``: the contrastive head's 32-px ViT, width 64 x 3 layers, run on
+the clean images without gradients, and the 3-layer MLP on the mid-block features). Speed
+does not depend on the weights, so all start from random ones; each is timed in
+alternation after a warm-up.
 
     python benchmarks/bench_t2i_train.py [--batch 8] [--steps 15] [--repeats 3] [--threads 2]
 """
@@ -19,15 +22,30 @@ import torch
 import yaml
 
 CONFIGS = {"tiny.yaml (main job)": "configs/t2i/tiny.yaml", "tiny_quality.yaml": "configs/t2i/tiny_quality.yaml"}
+#: The main job's contrastive vision tower (what REPA aligns to).
+REPA_VISION = dict(image_size=32, patch_size=4, width=64, layers=3, heads=4)
 
 
-def build(config_path: str, text_width: int):
+def build(config_path: str, text_width: int, repa: bool = False):
     from babeltower.models.t2i import UNetConfig, build_unet
 
     fields = yaml.safe_load(open(config_path, encoding="utf-8"))["model"]["init_args"]["unet"]
     torch.manual_seed(0)
     unet = build_unet(UNetConfig(**fields), text_width)
-    return unet, torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    params = list(unet.parameters())
+    if repa:  # the same parts Text2ImageSystem(repa_from=) adds
+        from babeltower.models.vision import VisionConfig, VisionTower
+
+        vision = VisionTower(VisionConfig(**REPA_VISION)).requires_grad_(False).eval()
+        vision.vit.output_tokens = True
+        mid, hidden = fields["block_out_channels"][-1], 4 * fields["block_out_channels"][-1]
+        projector = torch.nn.Sequential(torch.nn.Linear(mid, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
+                                        torch.nn.SiLU(), torch.nn.Linear(hidden, REPA_VISION["width"]))
+        kept = {}
+        unet.mid_block.register_forward_hook(lambda module, inputs, output: kept.update(mid=output))
+        unet.repa = (vision, projector, kept)
+        params += list(projector.parameters())
+    return unet, torch.optim.AdamW(params, lr=1e-3)
 
 
 def step(unet, optimizer, batch: int, text_width: int) -> None:
@@ -37,6 +55,12 @@ def step(unet, optimizer, batch: int, text_width: int) -> None:
     t = torch.randint(0, 1000, (batch,))
     extra = {"class_labels": states.mean(1)} if unet.config.class_embed_type else {}
     loss = unet(x, t, encoder_hidden_states=states, **extra).sample.pow(2).mean()
+    if hasattr(unet, "repa"):
+        vision, projector, kept = unet.repa
+        with torch.no_grad():
+            _, tokens = vision(x)
+        projected = projector(kept["mid"].flatten(2).transpose(1, 2))
+        loss = loss + 0.5 * (1 - torch.nn.functional.cosine_similarity(projected, tokens, dim=-1)).mean()
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -52,6 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = {name: build(path, args.text_width) for name, path in CONFIGS.items()}
+    models["tiny.yaml + REPA (main job)"] = build(CONFIGS["tiny.yaml (main job)"], args.text_width, repa=True)
     for unet, optimizer in models.values():
         for _ in range(3):
             step(unet, optimizer, args.batch, args.text_width)
@@ -67,7 +92,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, (unet, _) in models.items():
         ms = statistics.median(times[name])
-        params = sum(p.numel() for p in unet.parameters()) / 1e6
+        params = sum(p.numel() for p in unet.parameters()) / 1e6  # the UNet (REPA's MLP is training-only)
         print(f"| {name} | {params:.2f} M | {ms:.0f} ({', '.join(f'{t:.0f}' for t in times[name])}) | {190_000 / ms:.0f} |")
 
 

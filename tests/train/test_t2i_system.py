@@ -298,7 +298,7 @@ def test_repa_aligns_mid_block_features_to_the_frozen_vision_tower(scene_shards,
     system.train()
     batch = _batch(system)
     system.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
-    features = system._mid_features.detach()
+    features = system._mid_hook.output.detach()
     assert features.shape[-2:] == (8, 8)
     _, tokens = system.repa_vision(batch["pixel_values"])
     pooled = torch.nn.functional.adaptive_avg_pool2d(features, 4).flatten(2).transpose(1, 2)
@@ -308,9 +308,18 @@ def test_repa_aligns_mid_block_features_to_the_frozen_vision_tower(scene_shards,
     assert torch.allclose(loss, expected, atol=1e-5)
     loss.backward()
     assert system.unet.mid_block.resnets[0].conv1.weight.grad.abs().sum() > 0
-    assert system._mid_features is None  # used once, then dropped
+    assert system._mid_hook.output is None  # used once, then dropped
+    system.eval()
+    system.diffusion_loss(batch)
+    assert system._mid_hook.output is None  # validation and sampling keep nothing
+    pipe = system.pipeline(use_ema=False)  # copying the UNet copies an empty hook, not the system
+    hooks = list(pipe.unet.mid_block._forward_hooks.values())
+    assert len(hooks) == 1 and hooks[0] is not system._mid_hook and hooks[0].output is None
 
 
-def test_repa_from_needs_a_contrastive_hub(tmp_path):
+def test_repa_from_needs_a_contrastive_hub_at_the_unets_size(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a contrastive hub folder with vision_model/"):
         _system(repa_from=str(tmp_path))
+    _, hub = _vision_hub(tmp_path, image_size=32)
+    with pytest.raises(ValueError, match="reads 32-px images, the UNet draws 16-px ones"):
+        _system(repa_from=str(hub))

@@ -25,8 +25,9 @@ cross-attention reads the shared multilingual text encoder's token states (see
   ``repa_from`` naming a contrastive hub folder, a small MLP maps the UNet's mid-block
   features of the *noisy* image onto the frozen vision tower's patch tokens of the *clean*
   image, and ``repa_weight`` x (1 - cosine) joins the loss. The generator then borrows
-  what the contrastive head already learnt to see (shapes, counts) instead of finding it
-  from the pixel loss alone. The MLP is for training only; exports hold the UNet.
+  what the contrastive head already learnt to see instead of finding it from the pixel
+  loss alone (in the main job: colour and count come sooner; shape does not). The MLP is
+  for training only; exports hold the UNet.
 
 The text encoder is frozen (as in AltDiffusion and Stable Diffusion) unless
 ``freeze_text: false``.
@@ -95,6 +96,23 @@ def sample_timesteps(
         u = torch.randn(n, generator=generator) * std + mean
         return (torch.sigmoid(u) * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
     raise ValueError(f"timestep_sampling={sampling!r}; expected one of {TIMESTEP_SAMPLING}")
+
+
+class _KeepTrainingOutput:
+    """Forward hook keeping a module's last training-mode output (REPA reads the mid block's).
+
+    A plain object rather than a bound method, so that copying the UNet (EMA, export) copies
+    an empty hook instead of the whole training system, and so that it pickles.
+    """
+
+    def __init__(self):
+        self.output: Optional[torch.Tensor] = None
+
+    def __call__(self, module, inputs, output) -> None:
+        self.output = output if module.training else None
+
+    def __deepcopy__(self, memo):
+        return _KeepTrainingOutput()
 
 
 class Text2ImageSystem(L.LightningModule):
@@ -208,7 +226,7 @@ class Text2ImageSystem(L.LightningModule):
             num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type
         )
         self.repa_vision = self.repa_projector = None
-        self._mid_features: Optional[torch.Tensor] = None
+        self._mid_hook = _KeepTrainingOutput()
         if repa_from is not None:
             self._build_repa(repa_from, unet)
         null = self.tokenizer("", return_tensors="pt")["input_ids"][0]  # e.g. [<s>, </s>]
@@ -247,6 +265,11 @@ class Text2ImageSystem(L.LightningModule):
         if self.vae is not None:
             raise ValueError("repa_from aligns pixel-space UNet features to the vision tower's input; unset vae")
         self.repa_vision = load_vision_tower(repa_from).requires_grad_(False).eval()
+        if self.repa_vision.config.image_size != unet.sample_size:
+            raise ValueError(
+                f"repa_from={repa_from!r}: its vision tower reads {self.repa_vision.config.image_size}-px images, "
+                f"the UNet draws {unet.sample_size}-px ones; align to a contrastive hub trained at the UNet's size"
+            )
         self.repa_vision.vit.output_tokens = True  # open_clip returns (pooled, patch tokens)
         width, hidden = self.repa_vision.config.width, 4 * unet.block_out_channels[-1]
         # REPA's projector: a 3-layer MLP with SiLU, applied per spatial position.
@@ -254,16 +277,12 @@ class Text2ImageSystem(L.LightningModule):
             torch.nn.Linear(unet.block_out_channels[-1], hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, width),
         )
-        self.unet.mid_block.register_forward_hook(self._keep_mid_features)
-
-    def _keep_mid_features(self, module, inputs, output) -> None:
-        self._mid_features = output if self.training else None
+        self.unet.mid_block.register_forward_hook(self._mid_hook)
 
     def repa_loss(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """1 - cosine between the projected mid-block features of the last UNet call and the
         frozen vision tower's patch tokens of the clean images, averaged over positions."""
-        features = self._mid_features  # (B, C, h, w), from the noisy images
-        self._mid_features = None
+        features, self._mid_hook.output = self._mid_hook.output, None  # (B, C, h, w), from the noisy images
         with torch.no_grad():
             _, tokens = self.repa_vision(pixel_values)  # (B, N, width), N = grid x grid
         side = math.isqrt(tokens.shape[1])
