@@ -21,14 +21,14 @@ import time
 import torch
 import yaml
 
+from babeltower.models.t2i import UNetConfig, build_unet, repa_alignment_loss, repa_projector
+
 CONFIGS = {"tiny.yaml (main job)": "configs/t2i/tiny.yaml", "tiny_quality.yaml": "configs/t2i/tiny_quality.yaml"}
 #: The main job's contrastive vision tower (what REPA aligns to).
 REPA_VISION = dict(image_size=32, patch_size=4, width=64, layers=3, heads=4)
 
 
 def build(config_path: str, text_width: int, repa: bool = False):
-    from babeltower.models.t2i import UNetConfig, build_unet
-
     fields = yaml.safe_load(open(config_path, encoding="utf-8"))["model"]["init_args"]["unet"]
     torch.manual_seed(0)
     unet = build_unet(UNetConfig(**fields), text_width)
@@ -38,9 +38,7 @@ def build(config_path: str, text_width: int, repa: bool = False):
 
         vision = VisionTower(VisionConfig(**REPA_VISION)).requires_grad_(False).eval()
         vision.vit.output_tokens = True
-        mid, hidden = fields["block_out_channels"][-1], 4 * fields["block_out_channels"][-1]
-        projector = torch.nn.Sequential(torch.nn.Linear(mid, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
-                                        torch.nn.SiLU(), torch.nn.Linear(hidden, REPA_VISION["width"]))
+        projector = repa_projector(fields["block_out_channels"][-1], REPA_VISION["width"])
         kept = {}
         unet.mid_block.register_forward_hook(lambda module, inputs, output: kept.update(mid=output))
         unet.repa = (vision, projector, kept)
@@ -59,8 +57,7 @@ def step(unet, optimizer, batch: int, text_width: int) -> None:
         vision, projector, kept = unet.repa
         with torch.no_grad():
             _, tokens = vision(x)
-        projected = projector(kept["mid"].flatten(2).transpose(1, 2))
-        loss = loss + 0.5 * (1 - torch.nn.functional.cosine_similarity(projected, tokens, dim=-1)).mean()
+        loss = loss + 0.5 * repa_alignment_loss(projector, kept["mid"], tokens)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

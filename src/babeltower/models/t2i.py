@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
@@ -216,6 +217,27 @@ def unet_kwargs(unet, states: torch.Tensor, mask: torch.Tensor, pooled: torch.Te
     if getattr(unet.config, "class_embed_type", None) == "projection":
         kwargs["class_labels"] = pooled
     return kwargs
+
+
+def repa_projector(unet_channels: int, width: int) -> torch.nn.Module:
+    """REPA's projector (Yu et al. 2025): a 3-layer MLP with SiLU, applied per spatial
+    position, from the UNet's mid-block channels (hidden 4x as wide) to the vision tower's width."""
+    hidden = 4 * unet_channels
+    return torch.nn.Sequential(
+        torch.nn.Linear(unet_channels, hidden), torch.nn.SiLU(),
+        torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, width),
+    )
+
+
+def repa_alignment_loss(projector: torch.nn.Module, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between projected UNet features (B, C, h, w) and a vision tower's patch
+    tokens (B, N, width) of the clean images, averaged over the N = side x side positions;
+    the features are average-pooled onto the tokens' grid when their sides differ."""
+    side = math.isqrt(tokens.shape[1])
+    if features.shape[-1] != side or features.shape[-2] != side:
+        features = torch.nn.functional.adaptive_avg_pool2d(features, side)
+    projected = projector(features.flatten(2).transpose(1, 2))  # (B, N, width)
+    return (1 - torch.nn.functional.cosine_similarity(projected.float(), tokens.float(), dim=-1)).mean()
 
 
 #: File (without .py) that a saved pipeline folder carries for diffusers' custom-pipeline loader.

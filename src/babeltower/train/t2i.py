@@ -36,7 +36,6 @@ The text encoder is frozen (as in AltDiffusion and Stable Diffusion) unless
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -45,7 +44,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from babeltower.models.t2i import UNetConfig, build_unet, encode_prompt_states, unet_kwargs
+from babeltower.models.t2i import (
+    UNetConfig,
+    build_unet,
+    encode_prompt_states,
+    repa_alignment_loss,
+    repa_projector,
+    unet_kwargs,
+)
 from babeltower.models.text_encoder import TextEncoder, TextEncoderConfig, resolve_tokenizer
 from babeltower.train.contrastive import check_data_tokenizer, linked_tokenizer, text_config_from
 from babeltower.train.optim import adamw_with_cosine
@@ -271,12 +277,7 @@ class Text2ImageSystem(L.LightningModule):
                 f"the UNet draws {unet.sample_size}-px ones; align to a contrastive hub trained at the UNet's size"
             )
         self.repa_vision.vit.output_tokens = True  # open_clip returns (pooled, patch tokens)
-        width, hidden = self.repa_vision.config.width, 4 * unet.block_out_channels[-1]
-        # REPA's projector: a 3-layer MLP with SiLU, applied per spatial position.
-        self.repa_projector = torch.nn.Sequential(
-            torch.nn.Linear(unet.block_out_channels[-1], hidden), torch.nn.SiLU(),
-            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, width),
-        )
+        self.repa_projector = repa_projector(unet.block_out_channels[-1], self.repa_vision.config.width)
         self.unet.mid_block.register_forward_hook(self._mid_hook)
 
     def repa_loss(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -285,11 +286,7 @@ class Text2ImageSystem(L.LightningModule):
         features, self._mid_hook.output = self._mid_hook.output, None  # (B, C, h, w), from the noisy images
         with torch.no_grad():
             _, tokens = self.repa_vision(pixel_values)  # (B, N, width), N = grid x grid
-        side = math.isqrt(tokens.shape[1])
-        if features.shape[-1] != side or features.shape[-2] != side:
-            features = F.adaptive_avg_pool2d(features, side)
-        projected = self.repa_projector(features.flatten(2).transpose(1, 2))  # (B, N, width)
-        return (1 - F.cosine_similarity(projected.float(), tokens.float(), dim=-1)).mean()
+        return repa_alignment_loss(self.repa_projector, features, tokens)
 
     def _apply_trainable(self, trainable: str) -> None:
         patterns = TRAINABLE[trainable]
