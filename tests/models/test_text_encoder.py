@@ -145,6 +145,21 @@ def test_saved_folder_loads_with_plain_automodel(tmp_path, batch):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_load_backbone_builds_no_pooler_the_folder_never_had(tmp_path, batch):
+    from transformers import AutoModel
+
+    from babeltower.models.text_encoder import load_backbone
+
+    encoder = _encoder()
+    encoder.save_pretrained(tmp_path)
+    assert AutoModel.from_pretrained(tmp_path).pooler is not None  # what plain transformers adds, untrained
+    backbone = load_backbone(tmp_path).eval()
+    assert backbone.pooler is None
+    assert set(backbone.state_dict()) == set(encoder.backbone.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(**batch).last_hidden_state, encoder(**batch).last_hidden_state)
+
+
 def test_from_pretrained_is_strict(tmp_path):
     from safetensors.torch import load_file, save_file
 

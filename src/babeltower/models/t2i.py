@@ -342,9 +342,16 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
         needs the caller's ``trust_remote_code=True``)."""
         from pathlib import Path
 
-        entry = Path(pretrained_model_name_or_path) / f"{PIPELINE_MODULE}.py"
+        folder = Path(pretrained_model_name_or_path)
+        entry = folder / f"{PIPELINE_MODULE}.py"
         if entry.is_file() and entry.read_text(encoding="utf-8") == PIPELINE_MODULE_SOURCE:
             kwargs.setdefault("trust_remote_code", True)
+        if "text_encoder" not in kwargs and (folder / "text_encoder" / "config.json").is_file():
+            from babeltower.models.text_encoder import load_backbone
+
+            # without the unsaved pooler BERT-family classes add (transformers would report it missing)
+            dtype = {"torch_dtype": kwargs["torch_dtype"]} if "torch_dtype" in kwargs else {}
+            kwargs["text_encoder"] = load_backbone(folder / "text_encoder", **dtype)
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if Path(pretrained_model_name_or_path).is_dir():
             check_weights_complete(pipe, Path(pretrained_model_name_or_path))

@@ -324,6 +324,16 @@ def _pooling_layer_kwargs(model_class) -> dict:
     return {}
 
 
+def load_backbone(folder: str | Path, **kwargs) -> nn.Module:
+    """``AutoModel.from_pretrained(folder)`` without the pooler BERT-family classes add by
+    default (babeltower pools the token states itself and never saves one), so transformers
+    neither initialises a dead layer nor reports it as missing."""
+    from transformers import AutoConfig, AutoModel
+
+    model_class = AutoModel._model_mapping[type(AutoConfig.from_pretrained(str(folder)))]
+    return AutoModel.from_pretrained(str(folder), **kwargs, **_pooling_layer_kwargs(model_class))
+
+
 class TextEncoder(nn.Module):
     """Multilingual text encoder: a transformers backbone, pooling and an optional projection.
 
