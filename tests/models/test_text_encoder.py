@@ -158,6 +158,12 @@ def test_load_backbone_builds_no_pooler_the_folder_never_had(tmp_path, batch):
     assert set(backbone.state_dict()) == set(encoder.backbone.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(backbone(**batch).last_hidden_state, encoder(**batch).last_hidden_state)
+    # a folder that did save a pooler (a stock transformers model) keeps it, trained weights and all
+    stock = AutoModel.from_pretrained(tmp_path)
+    torch.nn.init.normal_(stock.pooler.dense.weight)
+    stock.save_pretrained(tmp_path / "stock")
+    again = load_backbone(tmp_path / "stock")
+    torch.testing.assert_close(again.pooler.dense.weight, stock.pooler.dense.weight)
 
 
 def test_from_pretrained_is_strict(tmp_path):

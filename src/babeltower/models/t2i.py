@@ -350,7 +350,7 @@ class BabelTowerText2ImagePipeline(_diffusers_base()):
             from babeltower.models.text_encoder import load_backbone
 
             # without the unsaved pooler BERT-family classes add (transformers would report it missing)
-            dtype = {"torch_dtype": kwargs["torch_dtype"]} if "torch_dtype" in kwargs else {}
+            dtype = {"dtype": kwargs["torch_dtype"]} if kwargs.get("torch_dtype") is not None else {}
             kwargs["text_encoder"] = load_backbone(folder / "text_encoder", **dtype)
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if Path(pretrained_model_name_or_path).is_dir():

@@ -325,13 +325,22 @@ def _pooling_layer_kwargs(model_class) -> dict:
 
 
 def load_backbone(folder: str | Path, **kwargs) -> nn.Module:
-    """``AutoModel.from_pretrained(folder)`` without the pooler BERT-family classes add by
-    default (babeltower pools the token states itself and never saves one), so transformers
-    neither initialises a dead layer nor reports it as missing."""
+    """``AutoModel.from_pretrained(folder)``, without the pooler BERT-family classes add by
+    default when the folder's safetensors hold none (babeltower pools the token states itself
+    and never saves one), so transformers neither initialises a dead layer nor reports it as
+    missing. A folder that saved a pooler gets it back."""
+    from safetensors import safe_open
     from transformers import AutoConfig, AutoModel
 
+    names: set[str] = set()
+    files = sorted(Path(folder).glob("*.safetensors"))
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            names.update(handle.keys())
     model_class = AutoModel._model_mapping[type(AutoConfig.from_pretrained(str(folder)))]
-    return AutoModel.from_pretrained(str(folder), **kwargs, **_pooling_layer_kwargs(model_class))
+    saved_pooler = not files or any(name.startswith("pooler.") for name in names)
+    extra = {} if saved_pooler else _pooling_layer_kwargs(model_class)
+    return AutoModel.from_pretrained(str(folder), **kwargs, **extra)
 
 
 class TextEncoder(nn.Module):
