@@ -316,9 +316,12 @@ def _prefix_token_ids(tokenizer, prefix: str, field: str) -> list[int]:
     return ids
 
 
-def _pooling_layer_kwargs(model_class) -> dict:
+def _pooling_layer_kwargs(backbone_config) -> dict:
     # BERT-family models add a pooler (dense + tanh on <s>) by default; we pool ourselves,
     # so drop it where the class allows, to avoid dead, unsaved-but-expected weights.
+    from transformers import AutoModel
+
+    model_class = AutoModel._model_mapping[type(backbone_config)]
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         return {"add_pooling_layer": False}
     return {}
@@ -337,9 +340,8 @@ def load_backbone(folder: str | Path, **kwargs) -> nn.Module:
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
             names.update(handle.keys())
-    model_class = AutoModel._model_mapping[type(AutoConfig.from_pretrained(str(folder)))]
     saved_pooler = not files or any(name.startswith("pooler.") for name in names)
-    extra = {} if saved_pooler else _pooling_layer_kwargs(model_class)
+    extra = {} if saved_pooler else _pooling_layer_kwargs(AutoConfig.from_pretrained(str(folder)))
     return AutoModel.from_pretrained(str(folder), **kwargs, **extra)
 
 
@@ -382,14 +384,13 @@ class TextEncoder(nn.Module):
 
         if config.pretrained is not None:
             backbone_config = AutoConfig.from_pretrained(config.pretrained)
-            model_class = AutoModel._model_mapping[type(backbone_config)]
             if load_pretrained_weights:
                 self.backbone = AutoModel.from_pretrained(
-                    config.pretrained, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+                    config.pretrained, attn_implementation=attn_implementation, **_pooling_layer_kwargs(backbone_config)
                 ).train()  # transformers returns eval mode; a module is built in train mode (frozen: see train())
             else:
                 self.backbone = AutoModel.from_config(
-                    backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+                    backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(backbone_config)
                 )
         else:
             backbone_config = AutoConfig.for_model(
@@ -415,9 +416,8 @@ class TextEncoder(nn.Module):
                         f"{name!r} (its config has {name}={getattr(backbone_config, name, None)!r}); "
                         "use a BERT-family encoder such as 'xlm-roberta', 'bert', 'roberta' or 'electra'"
                     )
-            model_class = AutoModel._model_mapping[type(backbone_config)]
             self.backbone = AutoModel.from_config(
-                backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(model_class)
+                backbone_config, attn_implementation=attn_implementation, **_pooling_layer_kwargs(backbone_config)
             )
 
         hidden_size = self.backbone.config.hidden_size
